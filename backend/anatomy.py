@@ -1,0 +1,137 @@
+"""Find the parts of a decoder-only model that the capture hooks and the lens reuse.
+
+Discovery works from the model's structure and config, not from a table per family:
+the decoder layers are the ``ModuleList`` with one entry per hidden layer; the MLP output
+projection is the last linear layer of a block, outside its attention, that writes back
+to the residual width; the final norm is the last normalisation module outside the
+layers. The few steps some families take after the unembedding (soft-capping, scaling)
+are small named entries in ``logit_transforms``. Whatever discovery returns is checked
+on every capture: the lens on the last residual must reproduce the model's logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from backend.errors import UnsupportedModel
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """The modules of one model that the backend reads from or reuses."""
+
+    layers: tuple[nn.Module, ...]  # decoder blocks, in order
+    mlp_out: tuple[nn.Module, ...]  # per block: the module whose input is the MLP hidden activation
+    final_norm: nn.Module | None  # applied to the last residual before the unembedding
+    before_unembed: tuple[Callable[[torch.Tensor], torch.Tensor], ...]  # e.g. OPT's project_out
+    unembed: nn.Module  # the LM head
+    after_unembed: tuple[Callable[[torch.Tensor], torch.Tensor], ...]  # soft-capping, scaling
+    d_mlp: int
+
+
+def text_config(model: PreTrainedModel):
+    """The decoder's config (multimodal configs nest it)."""
+    config = model.config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def _is_linear(module: nn.Module) -> bool:
+    # GPT-2 family uses transformers' Conv1D, a linear layer with transposed weights.
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def _out_features(module: nn.Module) -> int:
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    return int(module.nf)
+
+
+def _in_features(module: nn.Module) -> int:
+    if isinstance(module, nn.Linear):
+        return module.in_features
+    return int(module.weight.shape[0])
+
+
+def find_layers(model: PreTrainedModel, n_layers: int) -> tuple[nn.Module, ...]:
+    """The first ``ModuleList`` holding exactly ``n_layers`` blocks that own parameters."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n_layers and n_layers > 0:
+            if all(any(True for _ in block.parameters()) for block in module):
+                return tuple(module)
+    raise UnsupportedModel(f"No list of {n_layers} decoder layers found in "
+                           f"{type(model).__name__} (config says num_hidden_layers={n_layers}).")
+
+
+def _attention_modules(block: nn.Module) -> list[nn.Module]:
+    return [m for m in block.modules() if m is not block and "attention" in type(m).__name__.lower()]
+
+
+def find_mlp_out(block: nn.Module, d_model: int, index: int) -> nn.Module:
+    """The block's MLP output projection: the last linear outside attention writing ``d_model``."""
+    inside_attention = {id(p) for att in _attention_modules(block) for p in att.modules()}
+    candidates = [m for m in block.modules()
+                  if _is_linear(m) and id(m) not in inside_attention and _out_features(m) == d_model]
+    if not candidates:
+        raise UnsupportedModel(
+            f"Layer {index} ({type(block).__name__}) has no dense MLP output projection "
+            f"(a linear layer outside attention writing {d_model} features), so its neurons "
+            "cannot be read. Mixture-of-experts blocks are not supported yet.")
+    return candidates[-1]
+
+
+def find_final_norm(model: PreTrainedModel, layers: tuple[nn.Module, ...]) -> nn.Module | None:
+    """The last normalisation module of the decoder that sits outside every layer."""
+    in_layers = {id(m) for layer in layers for m in layer.modules()}
+    norms = [m for m in model.modules()
+             if id(m) not in in_layers and "norm" in type(m).__name__.lower()
+             and not any(c for c in m.children())]
+    return norms[-1] if norms else None
+
+
+def logit_transforms(model: PreTrainedModel) -> tuple[Callable[[torch.Tensor], torch.Tensor], ...]:
+    """What a family does to the LM head's output before returning logits."""
+    config = text_config(model)
+    steps: list[Callable[[torch.Tensor], torch.Tensor]] = []
+    cap = getattr(config, "final_logit_softcapping", None)
+    if cap:
+        steps.append(lambda logits: torch.tanh(logits / cap) * cap)  # Gemma 2 and 3
+    scale = getattr(model, "logit_scale", None)
+    if isinstance(scale, (int, float)) and scale != 1:
+        steps.append(lambda logits: logits * scale)  # Cohere
+    divisor = getattr(config, "logits_scaling", None)
+    if divisor and divisor != 1:
+        steps.append(lambda logits: logits / divisor)  # Granite
+    return tuple(steps)
+
+
+def pre_unembed_transforms(model: PreTrainedModel) -> tuple[Callable[[torch.Tensor], torch.Tensor], ...]:
+    """What a family does between the final norm and the LM head."""
+    steps: list[Callable[[torch.Tensor], torch.Tensor]] = []
+    for module in model.modules():
+        project_out = getattr(module, "project_out", None)
+        if isinstance(project_out, nn.Module):
+            steps.append(project_out)  # OPT models whose embedding width differs
+            break
+    return tuple(steps)
+
+
+def discover(model: PreTrainedModel) -> Anatomy:
+    """Everything the backend needs, or an ``UnsupportedModel`` naming what was missing."""
+    config = text_config(model)
+    n_layers = int(config.num_hidden_layers)
+    d_model = int(config.hidden_size)
+    layers = find_layers(model, n_layers)
+    mlp_out = tuple(find_mlp_out(block, d_model, i) for i, block in enumerate(layers))
+    unembed = model.get_output_embeddings()
+    if unembed is None:
+        raise UnsupportedModel(f"{type(model).__name__} has no output embedding (LM head).")
+    return Anatomy(
+        layers=layers, mlp_out=mlp_out, final_norm=find_final_norm(model, layers),
+        before_unembed=pre_unembed_transforms(model), unembed=unembed,
+        after_unembed=logit_transforms(model), d_mlp=_in_features(mlp_out[0]),
+    )

@@ -1,0 +1,205 @@
+"""One forward pass with hooks: everything the views draw, as numpy arrays on the CPU."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from backend.errors import CaptureTooLarge, EmptyPrompt, PromptTooLong, UnsupportedModel
+from backend.hooks import eager_attention, registered
+from backend.loading import LoadedModel
+from backend.readout import readout
+from backend.tokens import token_strings
+
+DEFAULT_MAX_TOKENS = 512
+DEFAULT_MEMORY_BUDGET = 3 * 2**30  # bytes of captured float32 arrays
+
+
+@dataclass(frozen=True, eq=False)
+class Capture:
+    """What one prompt did inside one model. Plain data: no reference to the model."""
+
+    prompt: str
+    model_name: str
+    tokens: list[str]  # (n,) readable token strings
+    token_ids: np.ndarray  # (n,) int64
+    attention: np.ndarray  # (n_layers, n_heads, n, n) float32; query heads, rows sum to 1
+    resid: np.ndarray  # (n_layers + 1, n, d_model) float32; [0] enters block 0, [i] leaves block i-1
+    neurons: np.ndarray  # (n_layers, n, d_mlp) float32; input of each MLP's output projection
+    logits: np.ndarray  # (n, vocab) float32; the model's own output
+
+    def __post_init__(self) -> None:
+        n = len(self.tokens)
+        n_layers = self.attention.shape[0]
+        checks = {
+            "token_ids": (self.token_ids.shape, (n,)),
+            "attention": (self.attention.shape[2:], (n, n)),
+            "resid": (self.resid.shape[:2], (n_layers + 1, n)),
+            "neurons": (self.neurons.shape[:2], (n_layers, n)),
+            "logits": (self.logits.shape[:1], (n,)),
+        }
+        for name, (got, want) in checks.items():
+            if tuple(got) != want:
+                raise ValueError(f"Capture.{name} has shape {got}, expected {want}")
+
+    @property
+    def n_tokens(self) -> int:
+        """Number of tokens in the prompt, special tokens included."""
+        return len(self.tokens)
+
+    @property
+    def n_layers(self) -> int:
+        """Number of decoder blocks."""
+        return int(self.attention.shape[0])
+
+    @property
+    def n_heads(self) -> int:
+        """Number of query heads per layer."""
+        return int(self.attention.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays."""
+        return sum(a.nbytes for a in (self.token_ids, self.attention, self.resid, self.neurons, self.logits))
+
+
+def capture_bytes(lm: LoadedModel, n_tokens: int) -> int:
+    """Bytes of float32 arrays a capture of ``n_tokens`` tokens returns."""
+    info = lm.info
+    per_value = 4
+    return per_value * (info.n_layers * info.n_heads * n_tokens * n_tokens
+                        + (info.n_layers + 1) * n_tokens * info.d_model
+                        + info.n_layers * n_tokens * info.d_mlp + n_tokens * info.vocab_size)
+
+
+def tokenize(lm: LoadedModel, prompt: str, max_tokens: int) -> list[int]:
+    """The prompt's ids as the model's tokenizer makes them, or a typed error."""
+    if not prompt or not prompt.strip():
+        raise EmptyPrompt()
+    ids = lm.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    context = lm.info.context_length
+    limit, reason = max_tokens, "the maximum-tokens setting"
+    if context is not None and context < limit:
+        limit, reason = context, f"the model's context length"
+    if len(ids) > limit:
+        raise PromptTooLong(len(ids), limit, reason)
+    return ids
+
+
+def _rows(tensor: torch.Tensor, n: int, what: str) -> torch.Tensor:
+    """A (n, width) float32 CPU copy of an activation shaped (1, n, w) or flattened (n, w)."""
+    flat = tensor.detach().reshape(-1, tensor.shape[-1])
+    if flat.shape[0] != n:
+        raise UnsupportedModel(f"{what} has shape {tuple(tensor.shape)}; expected {n} token rows.")
+    return flat.to("cpu", torch.float32)
+
+
+def _first(output: object) -> torch.Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _hook_adders(lm: LoadedModel, n: int, resid: dict, neurons: dict) -> list:
+    anatomy = lm.anatomy
+
+    def save_embed(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        resid[0] = _rows(hidden, n, "the input of block 0")
+
+    def save_block(i: int):
+        def hook(module: nn.Module, args: tuple, output: object) -> None:
+            resid[i + 1] = _rows(_first(output), n, f"the output of block {i}")
+        return hook
+
+    def save_neurons(i: int):
+        def hook(module: nn.Module, args: tuple) -> None:
+            neurons[i] = _rows(args[0], n, f"the MLP hidden activation of block {i}")
+        return hook
+
+    adders = [lambda: anatomy.layers[0].register_forward_pre_hook(save_embed, with_kwargs=True)]
+    for i, (block, mlp_out) in enumerate(zip(anatomy.layers, anatomy.mlp_out, strict=True)):
+        adders.append(lambda b=block, h=save_block(i): b.register_forward_hook(h))
+        adders.append(lambda m=mlp_out, h=save_neurons(i): m.register_forward_pre_hook(h))
+    return adders
+
+
+def _attention(outputs: object, n_layers: int, n_heads: int, n: int) -> np.ndarray:
+    attentions = getattr(outputs, "attentions", None)
+    if not attentions or len(attentions) != n_layers or any(a is None for a in attentions):
+        raise UnsupportedModel("The model returned no attention weights for every layer, even "
+                               "with eager attention.")
+    layers = []
+    for a in attentions:
+        a = a.detach().to("cpu", torch.float32)
+        if a.shape[-3:] != (n_heads, n, n):
+            raise UnsupportedModel(f"Attention weights have shape {tuple(a.shape)}; "
+                                   f"expected (1, {n_heads}, {n}, {n}).")
+        layers.append(a.reshape(n_heads, n, n))
+    return torch.stack(layers).numpy()
+
+
+def run_forward(lm: LoadedModel, ids: list[int]) -> tuple[object, dict, dict]:
+    """The hooked forward pass, under the model's lock; returns outputs, resid, neurons."""
+    n = len(ids)
+    resid: dict[int, torch.Tensor] = {}
+    neurons: dict[int, torch.Tensor] = {}
+    input_ids = torch.tensor([ids], device=lm.input_device)
+    with lm.lock, torch.inference_mode(), eager_attention(lm.model), \
+            registered(_hook_adders(lm, n, resid, neurons)):
+        outputs = lm.model(input_ids=input_ids, output_attentions=True, use_cache=False)
+    return outputs, resid, neurons
+
+
+def capture(lm: LoadedModel, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS,
+            memory_budget: int = DEFAULT_MEMORY_BUDGET) -> Capture:
+    """Run ``prompt`` through the model once and return everything the views draw.
+
+    Raises ``EmptyPrompt``, ``PromptTooLong`` or ``CaptureTooLarge`` before any work, and
+    ``UnsupportedModel`` if the model's activations cannot be read or do not add up.
+    """
+    ids = tokenize(lm, prompt, max_tokens)
+    n = len(ids)
+    needed = capture_bytes(lm, n)
+    if needed > memory_budget:
+        raise CaptureTooLarge(n, needed, memory_budget)
+    outputs, resid, neurons = run_forward(lm, ids)
+    n_layers = lm.info.n_layers
+    missing = [i for i in range(n_layers + 1) if i not in resid]
+    missing += [f"neurons {i}" for i in range(n_layers) if i not in neurons]
+    if missing:
+        raise UnsupportedModel(f"The hooks saw no activation for {missing}: the model skipped "
+                               "the modules found for them.")
+    logits = outputs.logits.detach().reshape(n, -1).to("cpu", torch.float32).numpy()
+    result = Capture(
+        prompt=prompt, model_name=lm.info.name, tokens=token_strings(lm.tokenizer, ids),
+        token_ids=np.asarray(ids, dtype=np.int64),
+        attention=_attention(outputs, n_layers, lm.info.n_heads, n),
+        resid=torch.stack([resid[i] for i in range(n_layers + 1)]).numpy(),
+        neurons=torch.stack([neurons[i] for i in range(n_layers)]).numpy(),
+        logits=logits,
+    )
+    _check_consistency(lm, result)
+    return result
+
+
+def _check_consistency(lm: LoadedModel, cap: Capture) -> None:
+    """Refuse to return numbers that do not add up, rather than show them.
+
+    The lens on the last residual must give back the model's own logits (else the final
+    norm or unembedding was not found right), and no token may attend to a later one.
+    """
+    last = cap.n_tokens - 1
+    lens = readout(lm, cap.resid[cap.n_layers, [last]]).cpu().numpy()[0]
+    own = cap.logits[last]
+    tolerance = 1e-3 if lm.info.dtype == "float32" else 5e-2
+    error = float(np.abs(lens - own).max())
+    if error > tolerance * (1.0 + float(np.abs(own).max())):
+        raise UnsupportedModel(
+            f"The logit lens on the last layer differs from the model's logits by {error:.3g}: "
+            "this family does something after its last layer that Model X-ray does not know.")
+    upper = np.triu(np.ones((cap.n_tokens, cap.n_tokens), dtype=bool), k=1)
+    if cap.n_tokens > 1 and float(cap.attention[:, :, upper].max(initial=0.0)) > 1e-4:
+        raise UnsupportedModel("Tokens attend to later tokens: this is not a decoder-only "
+                               "(causal) language model.")

@@ -1,0 +1,62 @@
+"""What a neuron writes: its output direction, and that direction's effect on the logits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from backend.capture import Capture
+from backend.loading import LoadedModel
+from backend.readout import readout_tensor
+from backend.tokens import token_strings
+
+
+@dataclass(frozen=True, eq=False)
+class NeuronEffect:
+    """How one unit of a neuron's activation moves the next-token logits at one position."""
+
+    layer: int
+    neuron: int
+    position: int
+    promoted: list[str]  # (k,) tokens whose logits rise most, strongest first
+    promoted_values: np.ndarray  # (k,) float32, logit change per unit activation
+    suppressed: list[str]  # (k,) tokens whose logits fall most, strongest first
+    suppressed_values: np.ndarray  # (k,) float32, negative
+
+
+def output_direction(lm: LoadedModel, layer: int, neuron: int) -> torch.Tensor:
+    """Column ``neuron`` of layer ``layer``'s MLP output projection: (d_model,)."""
+    proj: nn.Module = lm.anatomy.mlp_out[layer]
+    if not 0 <= neuron < lm.info.d_mlp:
+        raise IndexError(f"neuron must lie in [0, {lm.info.d_mlp}); got {neuron}")
+    weight = proj.weight.detach()
+    # nn.Linear stores (out, in); GPT-2's Conv1D stores (in, out).
+    column = weight[:, neuron] if isinstance(proj, nn.Linear) else weight[neuron, :]
+    return column.float().cpu()
+
+
+def neuron_effect(lm: LoadedModel, cap: Capture, layer: int, neuron: int,
+                  position: int = -1, k: int = 10) -> NeuronEffect:
+    """Direct effect of the neuron's output direction on the logits at ``position``.
+
+    The exact first-order change of the model's own readout (final norm, unembedding,
+    any soft-capping) at that position's final residual, per unit of activation: a
+    Jacobian-vector product, so the norm's scaling is taken into account.
+    """
+    position = int(np.arange(cap.n_tokens)[position])
+    direction = output_direction(lm, layer, neuron).numpy()
+    base = cap.resid[cap.n_layers, position][None]  # (1, d_model)
+    _, change = torch.func.jvp(lambda resid: readout_tensor(lm, resid),
+                               (torch.from_numpy(base),), (torch.from_numpy(direction[None]),))
+    change = change[0].detach().float().cpu()
+    top = change.topk(k)
+    bottom = (-change).topk(k)
+    return NeuronEffect(
+        layer=layer, neuron=neuron, position=position,
+        promoted=token_strings(lm.tokenizer, top.indices.tolist()),
+        promoted_values=top.values.numpy(),
+        suppressed=token_strings(lm.tokenizer, bottom.indices.tolist()),
+        suppressed_values=-bottom.values.numpy())

@@ -1,0 +1,68 @@
+"""Readable strings for token ids, whatever the tokenizer's internal alphabet.
+
+Byte-level BPE (GPT-2, Llama 3, Qwen) stores bytes as printable stand-ins ("Ġ" for a
+space); SentencePiece (Llama 2, Gemma) writes "▁" for a space and "<0xE5>" for raw bytes.
+A token holding only part of a multi-byte character shows its bytes as ``<0xE5>``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from functools import lru_cache
+
+from transformers import PreTrainedTokenizerBase
+
+
+def _hex_bytes(error: UnicodeDecodeError) -> tuple[str, int]:
+    return "".join(f"<0x{b:02X}>" for b in error.object[error.start:error.end]), error.end
+
+
+codecs.register_error("xray_hex", _hex_bytes)
+
+
+@lru_cache(maxsize=1)
+def byte_decoder() -> dict[str, int]:
+    """Inverse of GPT-2's bytes-to-printable-characters table."""
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+                 + list(range(ord("®"), ord("ÿ") + 1)))
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
+
+
+def _decoder_types(tokenizer: PreTrainedTokenizerBase) -> set[str]:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return set()
+    decoder = json.loads(backend.to_str()).get("decoder") or {}
+    found = {decoder.get("type", "")}
+    found.update(d.get("type", "") for d in decoder.get("decoders", []) or [])
+    return found
+
+
+def token_strings(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[str]:
+    """One readable string per id, spaces and newlines kept as they are in the text."""
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    special = set(tokenizer.all_special_tokens)
+    byte_level = "ByteLevel" in _decoder_types(tokenizer)
+    table = byte_decoder()
+    out = []
+    for token_id, piece in zip(ids, pieces, strict=True):
+        if piece is None:  # a row of the embedding the tokenizer never produces
+            out.append(f"[id {token_id}]")
+        elif piece in special:
+            out.append(piece)
+        elif byte_level and all(ch in table for ch in piece):
+            out.append(bytes(table[ch] for ch in piece).decode("utf-8", errors="xray_hex"))
+        elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            byte = int(piece[3:5], 16)
+            out.append(chr(byte) if byte < 0x80 else piece)
+        else:
+            out.append(piece.replace("▁", " "))
+    return out

@@ -1,0 +1,1 @@
+"""Everything that builds the bundled demo model: corpus, tokenizer, training, quality."""
