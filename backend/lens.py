@@ -92,19 +92,19 @@ def lens_summary(lm: LoadedModel, cap: Capture, k: int = 5,
     model's final top guess there.
     """
     n, layers = cap.n_tokens, cap.n_layers + 1
-    final_logp_all = torch.from_numpy(cap.logits).log_softmax(-1)
-    targets = final_logp_all.argmax(-1) if target_ids is None else torch.as_tensor(target_ids)
+    targets = np.zeros(n, np.int64)
     top_ids = np.zeros((layers, n, k), np.int64)
     top_probs = np.zeros((layers, n, k), np.float32)
     entropy, kl, t_probs = (np.zeros((layers, n), np.float32) for _ in range(3))
     t_ranks = np.zeros((layers, n), np.int64)
     for pos in _chunks(cap, np.arange(n)):
-        final_logp = final_logp_all[pos]
+        final_logp = _log_probs(lm, cap, cap.n_layers, pos)
         final_p = final_logp.exp()
         final_neg_entropy = (final_p * final_logp).sum(-1)
-        target = targets[pos].unsqueeze(-1)
+        targets[pos] = final_logp.argmax(-1).numpy() if target_ids is None else np.asarray(target_ids)[pos]
+        target = torch.from_numpy(targets[pos]).unsqueeze(-1)
         for layer in range(layers):
-            logp = _log_probs(lm, cap, layer, pos)
+            logp = final_logp if layer == cap.n_layers else _log_probs(lm, cap, layer, pos)
             values, ids = logp.topk(k, dim=-1)
             top_ids[layer, pos], top_probs[layer, pos] = ids.numpy(), values.exp().numpy()
             entropy[layer, pos] = -(logp.exp() * logp).sum(-1).numpy()
@@ -116,7 +116,7 @@ def lens_summary(lm: LoadedModel, cap: Capture, k: int = 5,
     return LensSummary(
         top_ids=top_ids, top_probs=top_probs,
         top_tokens=np.array(strings, dtype=object).reshape(top_ids.shape),
-        entropy=entropy, kl_to_final=kl, target_ids=targets.numpy().astype(np.int64),
+        entropy=entropy, kl_to_final=kl, target_ids=targets,
         target_probs=t_probs, target_ranks=t_ranks)
 
 

@@ -48,7 +48,7 @@ def neuron_effect(lm: LoadedModel, cap: Capture, layer: int, neuron: int,
     """
     position = int(np.arange(cap.n_tokens)[position])
     direction = output_direction(lm, layer, neuron).numpy()
-    base = cap.resid[cap.n_layers, position][None]  # (1, d_model)
+    base = np.array(cap.resid[cap.n_layers, position][None])  # (1, d_model), a writable copy
     _, change = torch.func.jvp(lambda resid: readout_tensor(lm, resid),
                                (torch.from_numpy(base),), (torch.from_numpy(direction[None]),))
     change = change[0].detach().float().cpu()

@@ -1,0 +1,187 @@
+"""The page, without a browser: every view, every bad input, and no model rerun on selection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+from transformers import AutoConfig, AutoModelForCausalLM
+
+import backend
+from tests.tiny import FAMILY_BY_NAME, build, tiny_tokenizer
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+HOSTILE = "</script><img src=x onerror=alert(1)> [click](http://evil.example) *bold* $x$ :red[hi]"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> str:
+    return str(build(FAMILY_BY_NAME["llama"], tmp_path_factory.mktemp("app-llama")))
+
+
+def run_app(prompt: str | None, model: str, max_tokens: int | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["model"] = model
+    if prompt is not None:
+        at.query_params["prompt"] = prompt
+    at.run()
+    if max_tokens is not None:
+        at.number_input(key="max_tokens").set_value(max_tokens).run()
+    return at
+
+
+def shown_tokens(at: AppTest) -> str:
+    """The prompt as the token block shows it, separators removed."""
+    return at.code[0].value.replace(" | ", "").replace("␣", " ")
+
+
+def iframes(at: AppTest) -> list[str]:
+    return [e.proto.srcdoc for e in at.main if getattr(e, "type", "") == "iframe"]
+
+
+def plotly_count(at: AppTest) -> int:
+    return sum(1 for e in at.main if getattr(e, "type", "") == "plotly_chart")
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def assert_usable(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.text_area(key="prompt") is not None
+
+
+def test_every_view_renders(model_dir):
+    at = run_app("one two three one two three", model_dir)
+    assert_usable(at)
+    assert not errors(at)
+    assert [t.label for t in at.tabs] == ["👀 Attention", "🔍 Logit lens", "⚡ Neurons"]
+    assert plotly_count(at) >= 8  # head grid, head map, lens map, trajectory, neuron map and bars
+    frames = iframes(at)
+    assert len(frames) == 2
+    assert "CircuitsVis.AttentionHeads" in frames[0] and "CircuitsVis.ColoredTokens" in frames[1]
+    for html in frames:
+        assert '<script src="/app/static/circuitsvis-' in html
+        assert "http" not in html  # nothing loads from outside the machine
+    captions = " ".join(m.value for m in at.markdown)
+    assert "top guess" in captions and "fires hardest" in captions
+
+
+def test_prompt_and_model_come_from_the_url(model_dir):
+    at = run_app("The capital of France is", model_dir)
+    assert at.text_area(key="prompt").value == "The capital of France is"
+    assert at.query_params["prompt"] == "The capital of France is"
+    assert at.query_params["model"] == model_dir
+    assert at.text_input(key="model_typed").value == model_dir
+
+
+def test_example_button_sets_the_prompt(model_dir):
+    at = run_app("one", model_dir)
+    at.button[1].click().run()
+    assert at.text_area(key="prompt").value.startswith("apple river lamp")
+    assert "apple river lamp" in shown_tokens(at)
+
+
+def test_model_description_in_sidebar(model_dir):
+    at = run_app("one two", model_dir)
+    text = " ".join(m.value for m in at.sidebar.markdown)
+    assert "layers: **3**" in text and "4 \\(2 key/value\\)" in text and "MLP neurons per layer: **48**" in text
+
+
+@pytest.mark.parametrize("prompt", ["", "   \n  "])
+def test_empty_prompt_gets_one_message(model_dir, prompt):
+    at = run_app(prompt, model_dir)
+    assert_usable(at)
+    assert errors(at) == ["The prompt is empty: type some text to look inside the model."]
+
+
+def test_too_long_prompt_says_numbers(model_dir):
+    at = run_app("one two three four five six seven eight nine ten", model_dir, max_tokens=8)
+    assert_usable(at)
+    (message,) = errors(at)
+    assert "tokens, limit 8" in message
+
+
+def test_prompt_past_context_length(model_dir):
+    at = run_app("word " * 200, model_dir, max_tokens=4096)
+    (message,) = errors(at)
+    assert "limit 128" in message and "context" in message
+
+
+def test_missing_model_folder(model_dir):
+    at = run_app("hello", "./no/such/model")
+    assert_usable(at)
+    (message,) = errors(at)
+    assert "No model folder" in message
+
+
+def test_unknown_hub_id_offline(model_dir):
+    at = run_app("hello", "nobody/nothing-here")
+    assert_usable(at)
+    assert "hf download" in errors(at)[0]
+
+
+def test_pickle_only_model(tmp_path):
+    config = AutoConfig.for_model("gpt2", n_layer=1, n_embd=16, n_head=2, vocab_size=512)
+    config.save_pretrained(tmp_path)
+    torch.save(AutoModelForCausalLM.from_config(config).state_dict(), tmp_path / "pytorch_model.bin")
+    tiny_tokenizer().save_pretrained(tmp_path)
+    at = run_app("hello", str(tmp_path))
+    assert_usable(at)
+    assert "pickle" in errors(at)[0]
+
+
+def test_unsupported_family(tmp_path):
+    config = AutoConfig.for_model("mixtral", num_hidden_layers=1, hidden_size=32, intermediate_size=48,
+                                  num_attention_heads=4, num_key_value_heads=2, num_local_experts=2,
+                                  vocab_size=512)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    at = run_app("hello", str(tmp_path))
+    assert_usable(at)
+    assert "MLP output projection" in errors(at)[0]
+
+
+def test_out_of_memory_is_explained(model_dir, monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(backend, "capture", no_memory)
+    at = run_app("a prompt that was never cached before 41", model_dir)
+    assert_usable(at)
+    assert "Out of memory" in errors(at)[0]
+
+
+def test_hostile_prompt_is_only_text(model_dir):
+    at = run_app(HOSTILE, model_dir)
+    assert_usable(at)
+    assert not errors(at)
+    for html in iframes(at):
+        body = html.split("<script>CircuitsVis.render", 1)[1]
+        assert "<img" not in body and "</script><img" not in body
+        assert body.count("</script>") == 1  # only the template's own closing tag
+    for markdown in at.markdown:
+        assert "<img" not in markdown.value and "](http" not in markdown.value
+    assert "</script><img src=x" in shown_tokens(at)  # shown as plain text
+
+
+def test_selection_changes_never_rerun_the_model(model_dir, monkeypatch):
+    calls = []
+    real = backend.capture
+
+    def counted(*args, **kwargs):
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "capture", counted)
+    at = run_app("a fresh prompt for counting runs one two one two", model_dir)
+    assert len(calls) == 1
+    at.selectbox(key="lens_position").select(3).run()
+    at.selectbox(key="attention_score").select("previous_token").run()
+    at.selectbox(key="neuron_layer").select(0).run()
+    at.number_input(key="neuron_id_0").set_value(7).run()
+    assert not at.exception
+    assert len(calls) == 1

@@ -1,0 +1,70 @@
+"""The attention view: every head at a glance, one head up close, a layer in CircuitsVis."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from backend.capture import Capture
+from backend.heads import SCORE_NAMES, HeadScores
+from views import captions, circuits, figures
+from views.display import md_escape
+
+EXPLAIN = """
+Each layer of the model has several **attention heads**. At every token, a head decides
+which earlier tokens to read, and how much of each (the row of a pattern sums to 100%).
+Heads often specialise:
+- a **previous-token** head reads the token just before;
+- an **induction** head finds an earlier copy of the current token and reads what came
+  *after* it, so the model can continue a repeated pattern ("Mia ... Mia" → what followed Mia);
+- many heads "rest" on the **first token** when they have nothing useful to do.
+
+The grid scores every head on the behaviour you pick; choose a head to see its full pattern.
+"""
+CAVEAT = ("Attention shows where a head reads from, not why the model says what it says: "
+          "a head can read a token and then contribute nothing. Treat it as a clue, not an explanation.")
+
+
+def render(cap: Capture, scores: HeadScores, script_url: str) -> None:
+    """Draw the whole view; widget changes rerun only the fragment below."""
+    st.markdown(f"**{md_escape(captions.attention_sentence(scores))}**")
+    with st.expander("What am I looking at?"):
+        st.markdown(EXPLAIN)
+    st.caption(CAVEAT)
+    _explore(cap, scores, script_url)
+
+
+def _top_head(score: np.ndarray, name: str) -> tuple[int, int]:
+    values = -np.nan_to_num(score, nan=np.inf) if name == "entropy" else np.nan_to_num(score, nan=-1.0)
+    layer, head = np.unravel_index(int(np.argmax(values)), score.shape)
+    return int(layer), int(head)
+
+
+@st.fragment
+def _explore(cap: Capture, scores: HeadScores, script_url: str) -> None:
+    grid_col, head_col = st.columns([2, 3])
+    with grid_col:
+        name = st.selectbox("Score every head by", list(SCORE_NAMES), format_func=SCORE_NAMES.get,
+                            key="attention_score")
+        score = scores.get(name)
+        if np.isnan(score).all():
+            st.info("This prompt has no repeated token, so there is nothing to score. "
+                    "Try the repeated-words example.")
+        st.plotly_chart(figures.head_grid(score, SCORE_NAMES[name].split(":")[0], name.replace("_", " ")),
+                        width="stretch", key="attention_grid")
+        top_layer, top_head = _top_head(score, name)
+        st.caption(f"Highest: head {top_layer + 1}.{top_head + 1}, picked below by default.")
+        pick_layer, pick_head = st.columns(2)
+        layer = pick_layer.selectbox("Layer", range(1, cap.n_layers + 1), index=top_layer,
+                                     key=f"attention_layer_{name}")
+        head = pick_head.selectbox("Head", range(1, cap.n_heads + 1), index=top_head,
+                                   key=f"attention_head_{name}")
+    with head_col:
+        fig = figures.attention_heatmap(cap.attention[layer - 1, head - 1], cap.tokens,
+                                        f"Head {layer}.{head}: who reads whom")
+        st.plotly_chart(fig, width="stretch", key="attention_head_map")
+    st.markdown(f"**All {cap.n_heads} heads of layer {layer}** · hover a token to see what it reads; "
+                "click a head to enlarge it.")
+    names = [f"{layer}.{h + 1}" for h in range(cap.n_heads)]
+    st.iframe(circuits.attention_heads_html(cap.attention[layer - 1], cap.tokens, names, script_url),
+                    height=560 + 16 * min(cap.n_tokens, 40))

@@ -1,0 +1,58 @@
+"""One plain sentence per view, written from the numbers, for readers new to the field."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backend.heads import HeadScores
+from backend.lens import LensSummary
+from views.display import quoted
+
+
+def settle_layer(top_ids: np.ndarray, final_id: int) -> int:
+    """First layer from which ``final_id`` stays the top guess to the end: top_ids (layers,)."""
+    layer = len(top_ids) - 1
+    while layer > 0 and top_ids[layer - 1] == final_id:
+        layer -= 1
+    return layer
+
+
+def lens_sentence(summary: LensSummary, position: int) -> str:
+    """E.g. "' Paris' becomes the top guess at layer 3 of 4 and ends at 83%."."""
+    n_layers = summary.top_ids.shape[0] - 1
+    final_id = int(summary.top_ids[-1, position, 0])
+    token = quoted(summary.top_tokens[-1, position, 0])
+    prob = float(summary.top_probs[-1, position, 0])
+    layer = settle_layer(summary.top_ids[:, position, 0], final_id)
+    if layer == 0:
+        return (f"{token} is already the top guess straight from the embeddings and stays "
+                f"there through all {n_layers} layers, ending at {prob:.0%}.")
+    if layer == n_layers:
+        return (f"{token} only becomes the top guess at the last layer ({n_layers} of "
+                f"{n_layers}), with {prob:.0%}.")
+    return f"{token} becomes the top guess at layer {layer} of {n_layers} and ends at {prob:.0%}."
+
+
+def attention_sentence(scores: HeadScores) -> str:
+    """Names the clearest head behaviour in this prompt."""
+    induction = np.nan_to_num(scores.induction, nan=0.0)
+    if induction.max() >= 0.3:
+        layer, head = np.unravel_index(induction.argmax(), induction.shape)
+        return (f"Head {layer + 1}.{head + 1} acts as an induction head here: when a token "
+                "repeats, it looks at the word that followed the earlier copy "
+                f"({induction.max():.0%} of its attention), which lets the model continue a pattern.")
+    previous = np.nan_to_num(scores.previous_token, nan=0.0)
+    if previous.max() >= 0.4:
+        layer, head = np.unravel_index(previous.argmax(), previous.shape)
+        return (f"Head {layer + 1}.{head + 1} mostly reads the token just before the current one "
+                f"({previous.max():.0%} of its attention).")
+    sink = np.nan_to_num(scores.first_token, nan=0.0)
+    share = float((sink > 0.5).mean())
+    return (f"{share:.0%} of heads park most of their attention on the first token, a common "
+            "'resting place' when a head has nothing useful to read.")
+
+
+def neuron_sentence(layer: int, neuron: int, value: float, token: str) -> str:
+    """Names the strongest activation in a layer."""
+    return (f"In layer {layer + 1}, neuron {neuron} fires hardest, on {quoted(token)} "
+            f"(activation {value:+.2f}).")

@@ -1,0 +1,67 @@
+"""Token text made visible and safe: whitespace shown, invisible and HTML characters escaped."""
+
+from __future__ import annotations
+
+import html
+import unicodedata
+
+WHITESPACE = {"\n": "↵", "\t": "⇥", "\r": "␍"}
+
+
+def visible(token: str) -> str:
+    """The token as a reader should see it: newlines, tabs and invisible characters shown.
+
+    Format characters (zero-width joiners, right-to-left overrides) and control
+    characters would silently reorder or hide a label, so they become ``<U+202E>``.
+    """
+    out = []
+    for ch in token:
+        if ch in WHITESPACE:
+            out.append(WHITESPACE[ch])
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs", "Zl", "Zp"):
+            out.append(f"<U+{ord(ch):04X}>")
+        else:
+            out.append(ch)
+    text = "".join(out)
+    return text if text.strip() else "␣" * len(text) if text else "∅"
+
+
+def safe(token: str) -> str:
+    """``visible`` then HTML-escaped: for plotly labels and circuitsvis, which read HTML."""
+    return html.escape(visible(token), quote=True)
+
+
+LOOKALIKES = str.maketrans({"<": "‹", ">": "›", "&": "＆"})
+
+
+def markup_free(token: str) -> str:
+    """``visible`` with ``<``, ``>`` and ``&`` swapped for look-alikes.
+
+    For CircuitsVis, which uses one token string both as HTML (its token buttons) and as
+    plain text (its chart labels): entities would show literally in the second place,
+    and raw characters would be markup in the first. Look-alikes read right in both.
+    """
+    return visible(token).translate(LOOKALIKES)
+
+
+def position_labels(tokens: list[str]) -> list[str]:
+    """Axis labels; the position keeps repeated tokens apart."""
+    return [f"{safe(t)} ·{i}" for i, t in enumerate(tokens)]
+
+
+def layer_label(layer: int, n_layers: int) -> str:
+    """0 is the embeddings; i is the residual stream after block i."""
+    return "embed" if layer == 0 else f"layer {layer}"
+
+
+def quoted(token: str) -> str:
+    """A token in quotes for a sentence, e.g. ' Paris' (raw text, not HTML)."""
+    return "'" + visible(token) + "'"
+
+
+MARKDOWN_SPECIALS = "\\`*_{}[]()#+-.!|<>~$:"
+
+
+def md_escape(text: str) -> str:
+    """Text that Streamlit's markdown shows literally: no links, emphasis, HTML or directives."""
+    return "".join("\\" + ch if ch in MARKDOWN_SPECIALS else ch for ch in text)

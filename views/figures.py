@@ -1,0 +1,123 @@
+"""Plotly figure builders: arrays in, ``go.Figure`` out. No Streamlit here.
+
+Palettes are colour-blind safe (viridis, cividis, and blue-orange for signed values);
+fonts are large enough for a lecture hall. Token text is escaped: plotly reads HTML.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from views.display import layer_label, position_labels, safe
+
+FONT = {"size": 15}
+SIGNED = [[0.0, "#2166ac"], [0.5, "#f7f7f7"], [1.0, "#e66101"]]  # blue-white-orange
+
+
+def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
+    fig.update_layout(title={"text": title, "font": {"size": 18}}, font=FONT, height=height,
+                      margin={"l": 10, "r": 10, "t": 50, "b": 10}, hoverlabel={"font_size": 15})
+    return fig
+
+
+def head_grid(scores: np.ndarray, title: str, colorbar: str) -> go.Figure:
+    """Layers x heads heatmap of one score; NaN cells (nothing to measure) stay blank."""
+    n_layers, n_heads = scores.shape
+    text = np.where(np.isnan(scores), "", np.char.mod("%.2f", np.nan_to_num(scores)))
+    fig = go.Figure(go.Heatmap(
+        z=scores, x=list(range(1, n_heads + 1)), y=list(range(1, n_layers + 1)),
+        text=text, texttemplate="%{text}", colorscale="Viridis", colorbar={"title": colorbar},
+        hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>"))
+    fig.update_xaxes(title="head", dtick=1)
+    fig.update_yaxes(title="layer", dtick=1, autorange="reversed")
+    return _layout(fig, title, 120 + 45 * n_layers)
+
+
+def attention_heatmap(pattern: np.ndarray, tokens: list[str], title: str) -> go.Figure:
+    """One head's pattern: rows are the reading token, columns the token read."""
+    n = len(tokens)
+    labels = position_labels(tokens)
+    shown = np.where(np.tril(np.ones((n, n), dtype=bool)), pattern, np.nan)
+    fig = go.Figure(go.Heatmap(
+        z=shown, x=list(range(n)), y=list(range(n)), colorscale="Viridis", zmin=0, zmax=1,
+        customdata=np.array([[[labels[q], labels[k]] for k in range(n)] for q in range(n)]),
+        hovertemplate="%{customdata[0]} reads %{customdata[1]}: %{z:.1%}<extra></extra>",
+        colorbar={"title": "attention"}))
+    axis = {"tickmode": "array", "tickvals": list(range(n)), "ticktext": labels}
+    fig.update_xaxes(title="token read (key)", tickangle=-60, **axis)
+    fig.update_yaxes(title="reading token (query)", autorange="reversed", **axis)
+    side = min(900, 260 + 22 * n)
+    return _layout(fig, title, side)
+
+
+def lens_heatmap(top_tokens: np.ndarray, top_probs: np.ndarray, tokens: list[str],
+                 positions: np.ndarray) -> go.Figure:
+    """Layers x positions: each cell's top guess as text, coloured by its probability.
+
+    ``top_tokens``/``top_probs`` are (layers, m, k) for the ``positions`` shown; hover
+    lists all k guesses.
+    """
+    layers, m, k = top_probs.shape
+    text = [[safe(top_tokens[layer, i, 0]) for i in range(m)] for layer in range(layers)]
+    hover = [["<br>".join(f"{safe(top_tokens[layer, i, j])}: {top_probs[layer, i, j]:.1%}" for j in range(k))
+              for i in range(m)] for layer in range(layers)]
+    labels = position_labels([tokens[p] for p in positions])
+    labels = [f"{label.rsplit(' ·', 1)[0]} ·{p}" for label, p in zip(labels, positions, strict=True)]
+    fig = go.Figure(go.Heatmap(
+        z=top_probs[:, :, 0], x=list(range(m)), y=list(range(layers)), text=text,
+        texttemplate="%{text}", textfont={"size": 13}, customdata=hover, zmin=0, zmax=1,
+        colorscale="Cividis", colorbar={"title": "top-guess<br>probability"},
+        hovertemplate="after %{y}, reading " + "%{x}<br>%{customdata}<extra></extra>"))
+    fig.update_xaxes(title="position in the prompt (the model predicts what comes next)",
+                     tickmode="array", tickvals=list(range(m)), ticktext=labels, tickangle=-60)
+    fig.update_yaxes(title="", tickmode="array", tickvals=list(range(layers)),
+                     ticktext=[layer_label(i, layers - 1) for i in range(layers)])
+    return _layout(fig, "Top guess for the next token, layer by layer", 170 + 48 * layers)
+
+
+def trajectory(probs: np.ndarray, ranks: np.ndarray, entropy: np.ndarray, kl: np.ndarray,
+               token: str) -> go.Figure:
+    """A token's probability and rank across layers, with entropy and KL to the final layer."""
+    layers = list(range(len(probs)))
+    names = [layer_label(i, len(probs) - 1) for i in layers]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        f"{safe(token)}: probability and rank", "Uncertainty and distance to the final answer"),
+        specs=[[{"secondary_y": True}, {"secondary_y": False}]])
+    fig.add_trace(go.Scatter(x=names, y=probs, name="probability", mode="lines+markers",
+                             line={"color": "#0072b2", "width": 3}), 1, 1)
+    fig.add_trace(go.Scatter(x=names, y=ranks, name="rank (1 = top)", mode="lines+markers",
+                             line={"color": "#e69f00", "dash": "dot", "width": 3}), 1, 1, secondary_y=True)
+    fig.add_trace(go.Scatter(x=names, y=entropy, name="entropy (nats)", mode="lines+markers",
+                             line={"color": "#009e73", "width": 3}), 1, 2)
+    fig.add_trace(go.Scatter(x=names, y=kl, name="KL to final (nats)", mode="lines+markers",
+                             line={"color": "#cc79a7", "dash": "dash", "width": 3}), 1, 2)
+    fig.update_yaxes(title="probability", range=[0, 1], row=1, col=1, secondary_y=False)
+    fig.update_yaxes(title="rank", type="log", autorange="reversed", row=1, col=1, secondary_y=True)
+    fig.update_layout(legend={"orientation": "h", "y": -0.2})
+    return _layout(fig, "", 420)
+
+
+def neuron_heatmap(values: np.ndarray, neuron_ids: np.ndarray, tokens: list[str], layer: int) -> go.Figure:
+    """Activations (neurons, n) of the chosen neurons over the prompt's tokens."""
+    bound = float(np.abs(values).max()) or 1.0
+    labels = position_labels(tokens)
+    fig = go.Figure(go.Heatmap(
+        z=values, x=list(range(len(tokens))), y=[f"#{i}" for i in neuron_ids], zmid=0,
+        zmin=-bound, zmax=bound, colorscale=SIGNED, colorbar={"title": "activation"},
+        customdata=np.array([labels] * len(neuron_ids)),
+        hovertemplate="neuron %{y} on %{customdata}: %{z:.3f}<extra></extra>"))
+    fig.update_xaxes(tickmode="array", tickvals=list(range(len(tokens))), ticktext=labels, tickangle=-60)
+    fig.update_yaxes(title="neuron", type="category", autorange="reversed")
+    return _layout(fig, f"Most active neurons of layer {layer + 1}", 200 + 24 * len(neuron_ids))
+
+
+def bars(labels: list[str], values: np.ndarray, title: str, x_title: str) -> go.Figure:
+    """Horizontal bars, largest at the top; signed values coloured blue or orange."""
+    colours = ["#e66101" if v >= 0 else "#2166ac" for v in values]
+    fig = go.Figure(go.Bar(x=values, y=[safe(t) for t in labels], orientation="h", marker_color=colours,
+                           hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(title=x_title)
+    return _layout(fig, title, 140 + 28 * len(labels))

@@ -1,0 +1,82 @@
+"""The logit-lens view: the model's best guess after every layer, and one token's trajectory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import streamlit as st
+
+from backend.capture import Capture
+from backend.lens import LensSummary
+from views import captions, figures
+from views.display import md_escape, visible
+
+EXPLAIN = """
+A language model builds its answer layer by layer in a shared working space (the
+*residual stream*). The **logit lens** asks: if the model had to answer right after
+layer *i*, what would it say? It reads each layer's working space with the model's own
+final step (normalisation and output layer).
+
+- Each **cell** shows the top guess for the *next* token after that layer, at that position; colour is its probability.
+- The **trajectory** follows one token through the layers: its probability, its rank
+  (1 = top guess), how uncertain the model is (entropy) and how far each layer is from
+  the final answer (KL divergence).
+"""
+CAVEAT = ("Early layers were never trained to be read this way, so their lens readings are "
+          "unreliable; trust the last few layers most.")
+WINDOW = 16
+
+Trajectory = Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # (token id, position) -> probs, ranks
+
+
+def render(cap: Capture, summary: LensSummary, trajectory: Trajectory) -> None:
+    """Draw the whole view; widget changes rerun only the fragment below."""
+    st.markdown(f"**{md_escape(captions.lens_sentence(summary, cap.n_tokens - 1))}**")
+    with st.expander("What am I looking at?"):
+        st.markdown(EXPLAIN)
+    st.caption(CAVEAT)
+    _explore(cap, summary, trajectory)
+
+
+def _window(n: int) -> np.ndarray:
+    if n <= WINDOW:
+        return np.arange(n)
+    start, end = st.slider("Positions shown", 0, n - 1, (n - WINDOW, n - 1), key="lens_window")
+    return np.arange(start, end + 1)
+
+
+@st.fragment
+def _explore(cap: Capture, summary: LensSummary, trajectory: Trajectory) -> None:
+    shown = _window(cap.n_tokens)
+    st.plotly_chart(figures.lens_heatmap(summary.top_tokens[:, shown], summary.top_probs[:, shown],
+                                         cap.tokens, shown), width="stretch", key="lens_map")
+    pos_col, tok_col = st.columns(2)
+    position = pos_col.selectbox("Position to follow", range(cap.n_tokens), index=cap.n_tokens - 1,
+                                 format_func=lambda p: f"{p}: {visible(cap.tokens[p])}", key="lens_position")
+    ids, names = _candidates(summary, position)
+    choice = tok_col.selectbox("Token to track", range(len(ids)), format_func=lambda i: visible(names[i]),
+                               key=f"lens_token_{position}",
+                               help="The final top guess and every layer's top guess at this position.")
+    token_id = ids[choice]
+    if token_id == int(summary.target_ids[position]):
+        probs, ranks = summary.target_probs[:, position], summary.target_ranks[:, position]
+    else:
+        probs, ranks = trajectory(token_id, position)
+    st.markdown(md_escape(captions.lens_sentence(summary, position)))
+    st.plotly_chart(figures.trajectory(probs, ranks, summary.entropy[:, position],
+                                       summary.kl_to_final[:, position], names[choice]),
+                    width="stretch", key="lens_trajectory")
+
+
+def _candidates(summary: LensSummary, position: int) -> tuple[list[int], list[str]]:
+    """The final top-k, then each layer's top guess, without repeats."""
+    ids: list[int] = []
+    names: list[str] = []
+    pairs = list(zip(summary.top_ids[-1, position], summary.top_tokens[-1, position], strict=True))
+    pairs += list(zip(summary.top_ids[::-1, position, 0], summary.top_tokens[::-1, position, 0], strict=True))
+    for token_id, name in pairs:
+        if int(token_id) not in ids:
+            ids.append(int(token_id))
+            names.append(str(name))
+    return ids, names

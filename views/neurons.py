@@ -1,0 +1,78 @@
+"""The neuron view: the most active MLP neurons of a layer, per token and per neuron."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import streamlit as st
+
+from backend.capture import Capture
+from backend.neurons import NeuronEffect
+from views import captions, circuits, figures
+from views.display import md_escape, visible
+
+EXPLAIN = """
+After attention, each layer runs an **MLP**: thousands of **neurons**, each computing one
+number per token from what the model has gathered so far. A neuron with a large value
+(orange) is strongly *on* for that token; a negative one (blue) pushes the other way.
+When a neuron fires it adds its own fixed **output direction** to the working space;
+through the model's output layer that direction raises some next-token guesses and
+lowers others, shown on the right.
+"""
+CAVEAT = ("Single neurons are rarely clean concepts: most respond to several unrelated "
+          "things, and their effect depends on everything else in the layer.")
+TOP_NEURONS = 20
+
+Effect = Callable[[int, int, int], NeuronEffect]  # (layer, neuron, position) -> effect
+
+
+def top_neurons(acts: np.ndarray, count: int) -> np.ndarray:
+    """Neurons with the largest |activation| anywhere in the prompt: acts (n, d_mlp)."""
+    peak = np.abs(acts).max(axis=0)
+    return np.argsort(-peak, kind="stable")[:count]
+
+
+def render(cap: Capture, effect: Effect, script_url: str) -> None:
+    """Draw the whole view; widget changes rerun only the fragment below."""
+    with st.expander("What am I looking at?"):
+        st.markdown(EXPLAIN)
+    st.caption(CAVEAT)
+    _explore(cap, effect, script_url)
+
+
+@st.fragment
+def _explore(cap: Capture, effect: Effect, script_url: str) -> None:
+    layer = st.selectbox("Layer", range(cap.n_layers), index=cap.n_layers - 1,
+                         format_func=lambda i: f"layer {i + 1}", key="neuron_layer")
+    acts = cap.neurons[layer]  # (n, d_mlp)
+    top = top_neurons(acts, TOP_NEURONS)
+    token_at, neuron = np.unravel_index(int(np.abs(acts).argmax()), acts.shape)
+    st.markdown(f"**{md_escape(captions.neuron_sentence(layer, int(neuron), float(acts[token_at, neuron]), cap.tokens[token_at]))}**")
+    st.plotly_chart(figures.neuron_heatmap(acts[:, top].T, top, cap.tokens, layer), width="stretch",
+                    key="neuron_map")
+    token_col, neuron_col = st.columns(2)
+    with token_col:
+        position = st.selectbox("Token", range(cap.n_tokens), index=cap.n_tokens - 1,
+                                format_func=lambda p: f"{p}: {visible(cap.tokens[p])}", key="neuron_token")
+        best = np.argsort(-np.abs(acts[position]), kind="stable")[:10]
+        st.plotly_chart(figures.bars([f"#{i}" for i in best], acts[position, best],
+                                     f"Top neurons on {visible(cap.tokens[position])!r}", "activation"),
+                        width="stretch", key="neuron_token_bars")
+    with neuron_col:
+        chosen = int(st.number_input(f"Neuron (0 to {acts.shape[1] - 1})", 0, acts.shape[1] - 1,
+                                     value=int(neuron), key=f"neuron_id_{layer}"))
+        st.markdown(f"**Neuron {chosen} on every token** (orange: positive, blue: negative)")
+        st.iframe(circuits.colored_tokens_html(cap.tokens, acts[:, chosen], script_url),
+                        height=110 + 8 * min(cap.n_tokens, 60))
+        _effect(effect(layer, chosen, position), cap.tokens[position])
+
+
+def _effect(result: NeuronEffect, token: str) -> None:
+    st.markdown(f"**What neuron {result.neuron} writes**: change in next-token scores after "
+                f"{md_escape(repr(visible(token)))} per unit of activation")
+    left, right = st.columns(2)
+    left.plotly_chart(figures.bars(result.promoted, result.promoted_values, "Promotes", "logit change"),
+                      width="stretch", key="neuron_promotes")
+    right.plotly_chart(figures.bars(result.suppressed, result.suppressed_values, "Suppresses", "logit change"),
+                       width="stretch", key="neuron_suppresses")
