@@ -94,7 +94,9 @@ def trajectory(probs: np.ndarray, ranks: np.ndarray, entropy: np.ndarray, kl: np
     fig.add_trace(go.Scatter(x=names, y=kl, name="KL to final (nats)", mode="lines+markers",
                              line={"color": "#cc79a7", "dash": "dash", "width": 3}), 1, 2)
     fig.update_yaxes(title="probability", range=[0, 1], row=1, col=1, secondary_y=False)
-    fig.update_yaxes(title="rank", type="log", autorange="reversed", row=1, col=1, secondary_y=True)
+    powers = [10 ** i for i in range(int(np.log10(max(int(ranks.max()), 1))) + 2)]
+    fig.update_yaxes(title="rank", type="log", autorange="reversed", tickvals=powers,
+                     ticktext=[f"{p:,}" for p in powers], row=1, col=1, secondary_y=True)
     fig.update_layout(legend={"orientation": "h", "y": -0.2})
     return _layout(fig, "", 420)
 

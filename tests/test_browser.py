@@ -1,0 +1,119 @@
+"""End to end in headless Chromium: ``streamlit run app.py``, opened through a shared link."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.browser import CHROMIUM, ROOT, app_url, browser_page, open_tab, streamlit_app, wait_for_views
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists(),
+                                 reason="Debian's chromium is not installed")]
+
+MODEL = os.environ.get("XRAY_BROWSER_MODEL", "demo")
+SHOTS = ROOT / "artifacts" / "screenshots"
+HOSTILE = "</script><img src=x onerror=alert(1)> and <b>bold</b>"
+
+
+@pytest.fixture(scope="module")
+def server():
+    (ROOT / "artifacts").mkdir(exist_ok=True)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with streamlit_app() as base:
+        yield base
+
+
+def circuits_frames(page) -> list:
+    return [f for f in page.frames if f != page.main_frame and f.query_selector("[id^=cv-]")]
+
+
+def wait_for_circuits(page, count: int) -> list:
+    page.wait_for_function(
+        """n => [...document.querySelectorAll('iframe')]
+              .filter(f => f.contentDocument && f.contentDocument.querySelector('[id^=cv-] *')).length >= n""",
+        arg=count, timeout=30_000)
+    return circuits_frames(page)
+
+
+def frame_with(page, component: str):
+    """The CircuitsVis frame rendering ``component``."""
+    return next(f for f in circuits_frames(page) if f"CircuitsVis.{component}" in f.content())
+
+
+def canvas_drawn(frame) -> bool:
+    return frame.evaluate("() => [...document.querySelectorAll('canvas')].some(c => c.width > 0 && c.height > 0)")
+
+
+def visible_plots(page) -> int:
+    return page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
+        .filter(p => p.offsetParent !== null && p.querySelector('.main-svg')).length""")
+
+
+def test_every_view_draws_offline(server):
+    with browser_page(height=2600) as (page, requests):
+        page.goto(app_url(server, "The capital of France is Paris. The capital of Spain is", MODEL))
+        wait_for_views(page)
+        wait_for_circuits(page, 2)
+        heads = frame_with(page, "AttentionHeads")
+        heads.wait_for_function("() => document.body.innerText.includes('Head Selector')", timeout=15_000)
+        assert canvas_drawn(heads)
+        assert visible_plots(page) >= 2
+        page.screenshot(path=str(SHOTS / "attention.png"))
+        open_tab(page, "Logit lens")
+        page.wait_for_timeout(500)
+        assert visible_plots(page) >= 2
+        page.screenshot(path=str(SHOTS / "lens.png"))
+        open_tab(page, "Neurons")
+        page.wait_for_timeout(500)
+        assert visible_plots(page) >= 3
+        frame_with(page, "ColoredTokens").wait_for_function(
+            "() => document.body.innerText.includes('capital')", timeout=15_000)
+        page.screenshot(path=str(SHOTS / "neurons.png"))
+        assert requests.local, "the page made no request at all"
+        assert requests.outside == [], f"requests left the machine: {requests.outside[:5]}"
+
+
+def test_hostile_prompt_runs_no_script(server):
+    with browser_page() as (page, requests):
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto(app_url(server, HOSTILE, MODEL))
+        wait_for_views(page)
+        wait_for_circuits(page, 2)
+        page.wait_for_timeout(1000)
+        assert dialogs == []
+        for frame in page.frames:
+            assert frame.query_selector_all("img[src=x], b") == [] or frame == page.main_frame
+        frame_with(page, "ColoredTokens").wait_for_function(
+            "() => document.body.innerText.includes('›‹img')", timeout=15_000)
+        assert page.main_frame.query_selector_all("img[src=x]") == []
+        assert "</script><img src=x" in page.inner_text("[data-testid=stCode]").replace(" | ", "").replace("␣", " ")
+        page.screenshot(path=str(SHOTS / "hostile.png"))
+        assert requests.outside == []
+
+
+def test_selection_change_redraws_only_its_view(server):
+    with browser_page() as (page, _):
+        frames: list[bytes] = []
+        page.on("websocket", lambda ws: ws.on(
+            "framereceived", lambda payload: frames.append(payload if isinstance(payload, bytes) else payload.encode())))
+        page.goto(app_url(server, "one two three four one two three four", MODEL))
+        wait_for_views(page)
+        wait_for_circuits(page, 1)
+        open_tab(page, "Logit lens")
+        page.wait_for_timeout(1000)
+        frames.clear()
+        box = page.locator("[data-testid=stSelectbox]").filter(has_text="Position to follow")
+        box.locator("input").click()
+        page.keyboard.press("ArrowDown")  # opens the list
+        page.get_by_role("option").nth(2).click()
+        page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')")
+        page.wait_for_timeout(1500)
+        sent = b"".join(frames)
+        assert b"probability and rank" in sent  # the lens trajectory was redrawn
+        assert b"AttentionHeads" not in sent and b"attention_grid" not in sent  # attention was not
+        assert b"neuron_map" not in sent and b"Look inside" not in sent  # nor neurons, nor the page
