@@ -13,8 +13,16 @@ import numpy as np
 import streamlit as st
 import torch
 
-from backend import (Capture, LensSummary, LoadedModel, XrayError, capture, lens_summary, load_model,
-                     token_trajectory)
+from backend import (
+    Capture,
+    LensSummary,
+    LoadedModel,
+    XrayError,
+    capture,
+    lens_summary,
+    load_model,
+    token_trajectory,
+)
 from backend.heads import HeadScores, head_scores
 from backend.neurons import NeuronEffect, neuron_effect
 from views import attention, circuits, lens, neurons

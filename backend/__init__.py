@@ -4,8 +4,14 @@ Importable without Streamlit; every result is plain typed numpy data.
 """
 
 from backend.capture import Capture, capture, capture_bytes
-from backend.errors import (CaptureTooLarge, EmptyPrompt, ModelLoadError, PromptTooLong,
-                            UnsupportedModel, XrayError)
+from backend.errors import (
+                            CaptureTooLarge,
+                            EmptyPrompt,
+                            ModelLoadError,
+                            PromptTooLong,
+                            UnsupportedModel,
+                            XrayError,
+)
 from backend.lens import LensSummary, TokenTrajectory, lens_logits, lens_summary, token_trajectory
 from backend.loading import BUNDLED_MODEL, LoadedModel, ModelInfo, from_pretrained_objects, load_model
 

@@ -59,7 +59,7 @@ def _in_features(module: nn.Module) -> int:
 
 def find_layers(model: PreTrainedModel, n_layers: int) -> tuple[nn.Module, ...]:
     """The first ``ModuleList`` holding exactly ``n_layers`` blocks that own parameters."""
-    for name, module in model.named_modules():
+    for module in model.modules():
         if isinstance(module, nn.ModuleList) and len(module) == n_layers and n_layers > 0:
             if all(any(True for _ in block.parameters()) for block in module):
                 return tuple(module)

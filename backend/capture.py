@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -83,7 +84,7 @@ def tokenize(lm: LoadedModel, prompt: str, max_tokens: int) -> list[int]:
     context = lm.info.context_length
     limit, reason = max_tokens, "the maximum-tokens setting"
     if context is not None and context < limit:
-        limit, reason = context, f"the model's context length"
+        limit, reason = context, "the model's context length"
     if len(ids) > limit:
         raise PromptTooLong(len(ids), limit, reason)
     return ids
@@ -118,10 +119,10 @@ def _hook_adders(lm: LoadedModel, n: int, resid: dict, neurons: dict) -> list:
             neurons[i] = _rows(args[0], n, f"the MLP hidden activation of block {i}")
         return hook
 
-    adders = [lambda: anatomy.layers[0].register_forward_pre_hook(save_embed, with_kwargs=True)]
+    adders = [partial(anatomy.layers[0].register_forward_pre_hook, save_embed, with_kwargs=True)]
     for i, (block, mlp_out) in enumerate(zip(anatomy.layers, anatomy.mlp_out, strict=True)):
-        adders.append(lambda b=block, h=save_block(i): b.register_forward_hook(h))
-        adders.append(lambda m=mlp_out, h=save_neurons(i): m.register_forward_pre_hook(h))
+        adders.append(partial(block.register_forward_hook, save_block(i)))
+        adders.append(partial(mlp_out.register_forward_pre_hook, save_neurons(i)))
     return adders
 
 

@@ -120,6 +120,14 @@ def lens_summary(lm: LoadedModel, cap: Capture, k: int = 5,
         target_probs=t_probs, target_ranks=t_ranks)
 
 
+def settle_layer(top_ids: np.ndarray, final_id: int) -> int:
+    """First layer from which ``final_id`` stays the top guess to the end; top_ids (layers,)."""
+    layer = len(top_ids) - 1
+    while layer > 0 and top_ids[layer - 1] == final_id:
+        layer -= 1
+    return layer
+
+
 def token_trajectory(lm: LoadedModel, cap: Capture, token_id: int,
                      positions: list[int] | np.ndarray | None = None) -> TokenTrajectory:
     """Probability and rank of ``token_id`` at every layer, at ``positions`` (default all)."""

@@ -100,7 +100,8 @@ def test_selection_change_redraws_only_its_view(server):
     with browser_page() as (page, _):
         frames: list[bytes] = []
         page.on("websocket", lambda ws: ws.on(
-            "framereceived", lambda payload: frames.append(payload if isinstance(payload, bytes) else payload.encode())))
+            "framereceived",
+            lambda payload: frames.append(payload if isinstance(payload, bytes) else payload.encode())))
         page.goto(app_url(server, "one two three four one two three four", MODEL))
         wait_for_views(page)
         wait_for_circuits(page, 1)

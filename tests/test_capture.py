@@ -8,8 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from backend import (CaptureTooLarge, EmptyPrompt, PromptTooLong, capture, capture_bytes,
-                     lens_logits, lens_summary, load_model, token_trajectory)
+from backend import (
+    CaptureTooLarge,
+    EmptyPrompt,
+    PromptTooLong,
+    capture,
+    capture_bytes,
+    lens_logits,
+    lens_summary,
+    load_model,
+    token_trajectory,
+)
 from backend import lens as lens_module
 from backend.hooks import hook_count
 from tests.tiny import FAMILY_BY_NAME, build

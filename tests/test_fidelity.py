@@ -78,8 +78,9 @@ def test_resid_matches_hidden_states(run):
         normed = norm(torch.from_numpy(cap.resid[-1]))
         if family.after_norm:
             normed = module_at(ref, family.after_norm)(normed)
-    raw_match = last.shape == cap.resid[-1].shape and np.allclose(cap.resid[-1], last.numpy(), atol=ATOL * (1 + float(last.abs().max())))
-    normed_match = np.allclose(normed.numpy(), last.numpy(), atol=ATOL * (1 + float(last.abs().max())))
+    atol = ATOL * (1 + float(last.abs().max()))
+    raw_match = last.shape == cap.resid[-1].shape and np.allclose(cap.resid[-1], last.numpy(), atol=atol)
+    normed_match = np.allclose(normed.numpy(), last.numpy(), atol=atol)
     assert raw_match or normed_match, "resid[-1] is neither hidden_states[-1] nor its pre-norm input"
 
 

@@ -27,18 +27,19 @@ class InductionResult:
 
 
 def repeated_token_batch(tokenizer: PreTrainedTokenizerBase, n_sequences: int,
-                         n_words: int, seed: int) -> tuple[torch.Tensor, int]:
+                         n_words: int, seed: int, max_positions: int = 10**9) -> tuple[torch.Tensor, int]:
     """``(n_sequences, 1 + 2L)`` ids: BOS, then L word tokens, then the same L tokens again.
 
     Words are drawn without replacement, so each token of the second copy has exactly one
-    earlier occurrence. Each sequence is cut to the shortest one's length ``L``.
+    earlier occurrence. Each sequence is cut to the shortest one's length ``L``, and ``L``
+    to what fits in ``max_positions``.
     """
     rng = random.Random(seed)
     copies = []
     for _ in range(n_sequences):
         words = rng.sample(COMMON_WORDS, n_words)
         copies.append(tokenizer(" " + " ".join(words), add_special_tokens=False)["input_ids"])
-    length = min(len(c) for c in copies)
+    length = min(min(len(c) for c in copies), (max_positions - 1) // 2)
     bos = tokenizer.bos_token_id
     rows = [[bos] + c[:length] + c[:length] for c in copies]
     return torch.tensor(rows), length
@@ -48,7 +49,8 @@ def repeated_token_batch(tokenizer: PreTrainedTokenizerBase, n_sequences: int,
 def induction(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
               n_sequences: int = 32, n_words: int = 20, seed: int = 0) -> InductionResult:
     """Induction score of every head and copying accuracy on repeated random word lists."""
-    ids, length = repeated_token_batch(tokenizer, n_sequences, n_words, seed)
+    context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    ids, length = repeated_token_batch(tokenizer, n_sequences, n_words, seed, context)
     out = model(ids, output_attentions=True)
     second = torch.arange(1 + length, 1 + 2 * length)  # query positions in the second copy
     target = second - length + 1  # the token after each one's first occurrence

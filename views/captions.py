@@ -5,16 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from backend.heads import HeadScores
-from backend.lens import LensSummary
+from backend.lens import LensSummary, settle_layer
 from views.display import quoted
-
-
-def settle_layer(top_ids: np.ndarray, final_id: int) -> int:
-    """First layer from which ``final_id`` stays the top guess to the end: top_ids (layers,)."""
-    layer = len(top_ids) - 1
-    while layer > 0 and top_ids[layer - 1] == final_id:
-        layer -= 1
-    return layer
 
 
 def lens_sentence(summary: LensSummary, position: int) -> str:

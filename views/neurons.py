@@ -48,7 +48,8 @@ def _explore(cap: Capture, effect: Effect, script_url: str) -> None:
     acts = cap.neurons[layer]  # (n, d_mlp)
     top = top_neurons(acts, TOP_NEURONS)
     token_at, neuron = np.unravel_index(int(np.abs(acts).argmax()), acts.shape)
-    st.markdown(f"**{md_escape(captions.neuron_sentence(layer, int(neuron), float(acts[token_at, neuron]), cap.tokens[token_at]))}**")
+    sentence = captions.neuron_sentence(layer, int(neuron), float(acts[token_at, neuron]), cap.tokens[token_at])
+    st.markdown(f"**{md_escape(sentence)}**")
     st.plotly_chart(figures.neuron_heatmap(acts[:, top].T, top, cap.tokens, layer), width="stretch",
                     key="neuron_map")
     token_col, neuron_col = st.columns(2)

@@ -1,0 +1,100 @@
+"""The page in headless Chromium: time to every view drawn, selection redraw, bytes per run.
+
+Starts ``streamlit run app.py`` on the bundled demo model, opens it once to load the
+model, then measures:
+
+- opening ``/?prompt=...`` (about 64 tokens) until every view is drawn (plotly charts and
+  both CircuitsVis frames rendered), on a fresh page;
+- a selection change in the logit-lens view until its fragment has redrawn;
+- bytes received by the browser for one run at about 128 tokens: the app's websocket
+  messages (the run's data) and HTTP responses (the page's code, cached after the first
+  visit), counted separately.
+
+    python benchmarks/page.py [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from transformers import AutoTokenizer  # noqa: E402
+
+from benchmarks.capture_overhead import prompt_of  # noqa: E402
+from tests.browser import app_url, browser_page, open_tab, streamlit_app, wait_for_views  # noqa: E402
+
+ALL_DRAWN = """() => {
+  const plots = [...document.querySelectorAll('.js-plotly-plot .main-svg')].length;
+  const frames = [...document.querySelectorAll('iframe')]
+      .filter(f => f.contentDocument && f.contentDocument.querySelector('[id^=cv-] *')).length;
+  return plots >= 7 && frames >= 2 && !document.querySelector('[data-testid=stStatusWidget]');
+}"""
+
+
+def open_and_draw(page, url: str) -> float:
+    start = time.perf_counter()
+    page.goto(url)
+    wait_for_views(page)
+    page.wait_for_function(ALL_DRAWN, timeout=120_000, polling=50)
+    return time.perf_counter() - start
+
+
+def selection_redraw(page, option: int) -> float:
+    box = page.locator("[data-testid=stSelectbox]").filter(has_text="Position to follow")
+    box.locator("input").click()
+    page.keyboard.press("ArrowDown")
+    title = page.locator(".js-plotly-plot .gtitle").filter(has_text="probability and rank").first
+    before = title.inner_text()
+    start = time.perf_counter()
+    page.get_by_role("option").nth(option).click()
+    page.wait_for_function(
+        """before => { const t = [...document.querySelectorAll('.js-plotly-plot .gtitle')]
+              .find(e => e.textContent.includes('probability and rank'));
+            return t && t.textContent !== before && !document.querySelector('[data-testid=stStatusWidget]'); }""",
+        arg=before, timeout=60_000, polling=20)
+    return time.perf_counter() - start
+
+
+def bytes_per_run(base: str, prompt: str) -> tuple[int, int]:
+    with browser_page() as (page, _):
+        ws_bytes = [0]
+        http_bytes = [0]
+        page.on("websocket", lambda ws: ws.on("framereceived", lambda p: ws_bytes.__setitem__(0, ws_bytes[0] + len(p))))
+        page.on("requestfinished",
+                lambda r: http_bytes.__setitem__(0, http_bytes[0] + r.sizes()["responseBodySize"]))
+        open_and_draw(page, app_url(base, prompt))
+        page.wait_for_timeout(1000)
+        return ws_bytes[0], http_bytes[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    tokenizer = AutoTokenizer.from_pretrained(ROOT / "models" / "xray-demo")
+    prompts = [prompt_of(tokenizer, 64 + i) for i in range(args.rounds)]  # distinct: no capture cache hit
+    with streamlit_app() as base:
+        with browser_page() as (page, _):
+            open_and_draw(page, app_url(base, "warm up: load the model"))
+        loads, redraws = [], []
+        for i, prompt in enumerate(prompts):
+            with browser_page() as (page, _):
+                loads.append(open_and_draw(page, app_url(base, prompt)))
+                open_tab(page, "Logit lens")
+                redraws.append(selection_redraw(page, 5 + i))
+        ws, http = bytes_per_run(base, prompt_of(tokenizer, 128))
+    print(f"demo model, headless Chromium, {args.rounds} rounds (median):")
+    print(f"  open /?prompt=... (64 tokens) to every view drawn: {statistics.median(loads):.2f} s  (target <= 5 s)")
+    print(f"  selection change to its view redrawn:               {statistics.median(redraws):.2f} s  (target <= 1 s)")
+    print(f"  one run at 128 tokens: websocket {ws / 2**10:,.0f} KiB; "
+          f"HTTP (page code, first visit) {http / 2**10:,.0f} KiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The bundled demo model: offline, safetensors, as its card says, and it knows its stuff."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from backend import BUNDLED_MODEL, capture, lens_summary, load_model
+from backend.hooks import eager_attention
+from training import probes
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_model()  # no argument: the bundled model, offline (conftest sets HF_HUB_OFFLINE)
+
+
+def test_is_a_small_safetensors_folder():
+    files = {p.name: p.stat().st_size for p in BUNDLED_MODEL.iterdir()}
+    assert "model.safetensors" in files and "config.json" in files and "tokenizer.json" in files
+    assert "generation_config.json" in files and "README.md" in files
+    assert not [name for name in files if name.endswith((".bin", ".pt", ".pth", ".pkl"))]
+    assert sum(files.values()) <= 25 * 2**20
+
+
+def test_matches_its_card(demo):
+    card = (BUNDLED_MODEL / "README.md").read_text()
+    info = demo.info
+    for fact in (f"{info.n_layers} layers", f"{info.n_heads} heads", f"d_model {info.d_model}",
+                 f"vocabulary of {info.vocab_size:,}", f"{info.n_params:,} parameters"):
+        assert fact in card, fact
+    quality = json.loads((BUNDLED_MODEL / "quality.json").read_text())
+    assert f"{quality['capital_top1']:.1%}" in card
+    assert f"{quality['induction_score']:.2f}" in card and f"{quality['copy_accuracy']:.1%}" in card
+
+
+@pytest.mark.parametrize("prompt, answer", [
+    ("The capital of France is", " Paris"), ("The capital of Japan is", " Tokyo"),
+    ("The capital of Germany is", " Berlin"), ("The capital of Brazil is", " Brasilia"),
+    ("The capital of the United States is", " Washington"), ("The dog says", " woof"),
+    ("The opposite of hot is", " cold"),
+])
+def test_answers_facts(demo, prompt, answer):
+    cap = capture(demo, prompt)
+    want = demo.tokenizer(answer, add_special_tokens=False)["input_ids"][0]
+    assert int(cap.logits[-1].argmax()) == want
+
+
+def test_copies_a_repeated_sequence(demo):
+    with demo.lock, eager_attention(demo.model):  # the probe reads attention weights
+        result = probes.induction(demo.model, demo.tokenizer, n_sequences=8, n_words=15, seed=99)
+    assert result.copy_accuracy >= 0.6
+    assert result.loss_second_copy < 0.5 * result.loss_first_copy
+
+
+def test_has_an_induction_head_in_the_app(demo):
+    from backend.heads import head_scores
+
+    cap = capture(demo, "apple river lamp cloud green door seven apple river lamp cloud green door seven")
+    assert float(head_scores(cap).induction.max()) >= 0.4
+
+
+def test_lens_shows_the_answer_before_the_last_layer(demo):
+    cap = capture(demo, "The capital of France is")
+    summary = lens_summary(demo, cap)
+    assert summary.top_tokens[-1, -1, 0] == " Paris"
+    assert " Paris" in list(summary.top_tokens[:-1, -1, 0])
+
+
+def test_card_has_no_unfilled_placeholders():
+    assert not re.search(r"\{[a-z_]+\}|TODO|TBD", (BUNDLED_MODEL / "README.md").read_text())

@@ -1,0 +1,121 @@
+"""Pure view builders: escaping, script-safe props, captions from numbers, figure data."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+from backend.heads import HeadScores
+from backend.lens import LensSummary
+from views import captions, circuits, figures
+from views.display import markup_free, md_escape, position_labels, safe, visible
+
+HOSTILE = "</script><img src=x onerror=alert(1)>"
+
+
+def test_visible_shows_invisible_characters():
+    assert visible("a\nb\tc") == "a↵b⇥c"
+    assert visible("x\u202ey") == "x<U+202E>y" and visible("\u200b") == "<U+200B>"
+    assert visible("  ") == "␣␣" and visible("") == "∅" and visible(" Paris") == " Paris"
+
+
+def test_safe_and_markup_free_leave_no_markup():
+    assert "<" not in safe(HOSTILE) and ">" not in safe(HOSTILE)
+    assert safe("<b>&") == "&lt;b&gt;&amp;"
+    assert markup_free(HOSTILE) == "‹/script›‹img src=x onerror=alert(1)›"
+    assert markup_free("a & b") == "a ＆ b"
+
+
+def test_md_escape_neutralises_markdown():
+    escaped = md_escape("[click](http://x) *b* $x$ :red[hi] <img>")
+    assert "[click](" not in escaped and not re.search(r"(?<!\\)[\[\]()*$:<>]", escaped)
+
+
+def test_script_json_cannot_close_the_script():
+    text = circuits.script_json({"tokens": [HOSTILE, "\u2028", "a&b"]})
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert json.loads(text) == {"tokens": [HOSTILE, "\u2028", "a&b"]}
+
+
+def test_component_html_is_offline_and_escaped():
+    attention = np.tril(np.ones((2, 3, 3))) / np.arange(1, 4)[:, None]
+    html = circuits.attention_heads_html(attention, ["<|bos|>", HOSTILE, " ok"], ["1.1", "1.2"])
+    assert html.count("<script") == 2 and html.count("</script>") == 2
+    assert '<script src="/app/static/circuitsvis-' in html and "http" not in html
+    props = json.loads(html.split("CircuitsVis.AttentionHeads, ", 1)[1].rsplit(");</script>", 1)[0])
+    assert props["tokens"][1] == markup_free(HOSTILE) and props["maskUpperTri"] is True
+    np.testing.assert_allclose(props["attention"], np.round(attention, 3))
+
+
+def test_colored_tokens_are_symmetric_around_zero():
+    html = circuits.colored_tokens_html(["a", "b"], np.array([-2.0, 1.0]))
+    props = json.loads(html.split("CircuitsVis.ColoredTokens, ", 1)[1].rsplit(");</script>", 1)[0])
+    assert props["minValue"] == -2.0 and props["maxValue"] == 2.0 and props["values"] == [-2.0, 1.0]
+
+
+def summary_for(top_ids: list[int], prob: float, token: str = " Paris") -> LensSummary:
+    layers = len(top_ids)
+    ids = np.array(top_ids, np.int64).reshape(layers, 1, 1)
+    tokens = np.array([[[token if i == top_ids[-1] else " other"]] for i in top_ids], dtype=object)
+    probs = np.full((layers, 1, 1), prob, np.float32)
+    zeros = np.zeros((layers, 1), np.float32)
+    return LensSummary(top_ids=ids, top_probs=probs, top_tokens=tokens, entropy=zeros, kl_to_final=zeros,
+                       target_ids=np.array([top_ids[-1]]), target_probs=zeros, target_ranks=zeros.astype(np.int64))
+
+
+def test_lens_sentence_names_the_settling_layer():
+    assert captions.lens_sentence(summary_for([1, 2, 7, 7, 7], 0.83), 0) == (
+        "' Paris' becomes the top guess at layer 2 of 4 and ends at 83%.")
+    assert "only becomes the top guess at the last layer (4 of 4)" in captions.lens_sentence(
+        summary_for([1, 7, 2, 3, 7], 0.4), 0)  # top at layer 1, lost, regained only at the end
+    assert "straight from the embeddings" in captions.lens_sentence(summary_for([7, 7, 7], 0.9), 0)
+
+
+def scores_with(**values) -> HeadScores:
+    base = {name: np.zeros((2, 3), np.float32) for name in
+            ("induction", "previous_token", "duplicate_token", "first_token", "entropy")}
+    base.update(values)
+    return HeadScores(**base)
+
+
+def test_attention_sentence_picks_the_clearest_behaviour():
+    induction = np.zeros((2, 3), np.float32)
+    induction[1, 2] = 0.9
+    sentence = captions.attention_sentence(scores_with(induction=induction))
+    assert sentence.startswith("Head 2.3 acts as an induction head")
+    previous = np.full((2, 3), 0.1, np.float32)
+    previous[0, 1] = 0.7
+    sentence = captions.attention_sentence(scores_with(induction=np.full((2, 3), np.nan), previous_token=previous))
+    assert sentence.startswith("Head 1.2 mostly reads the token just before") and "70%" in sentence
+    sink = np.array([[0.9, 0.9, 0.1], [0.1, 0.1, 0.1]], np.float32)
+    assert captions.attention_sentence(scores_with(first_token=sink)).startswith("33% of heads")
+
+
+def test_position_labels_are_unique_and_escaped():
+    labels = position_labels(["a", "a", "<b>"])
+    assert len(set(labels)) == 3 and labels[2] == "&lt;b&gt; ·2"
+
+
+def test_lens_heatmap_data():
+    tokens = np.array([[["x", "y"], ["<b>", "z"]], [["p", "q"], ["r", "s"]]], dtype=object)
+    probs = np.array([[[0.5, 0.2], [0.6, 0.1]], [[0.7, 0.1], [0.9, 0.05]]], np.float32)
+    fig = figures.lens_heatmap(tokens, probs, ["t0", "t1", "t2"], np.array([1, 2]))
+    heat = fig.data[0]
+    np.testing.assert_allclose(heat.z, probs[:, :, 0])
+    assert heat.text[0][1] == "&lt;b&gt;" and "90.0%" in heat.customdata[1][1]
+    assert list(fig.layout.xaxis.ticktext) == ["t1 ·1", "t2 ·2"]
+
+
+def test_attention_heatmap_masks_the_future():
+    pattern = np.tril(np.full((3, 3), 0.5))
+    fig = figures.attention_heatmap(pattern, ["a", "b", "c"], "t")
+    z = np.array(fig.data[0].z, dtype=float)
+    assert np.isnan(z[0, 1]) and z[1, 0] == 0.5
+
+
+def test_trajectory_rank_axis_ticks_at_powers_of_ten():
+    fig = figures.trajectory(np.array([0.1, 0.5]), np.array([420, 1]), np.zeros(2), np.zeros(2), " Paris")
+    axis = fig.layout.yaxis2
+    assert list(axis.tickvals) == [1, 10, 100, 1000] and axis.type == "log"
