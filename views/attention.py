@@ -8,7 +8,7 @@ import streamlit as st
 from backend.capture import Capture
 from backend.heads import SCORE_NAMES, HeadScores
 from views import captions, circuits, figures
-from views.display import md_escape
+from views.intro import intro
 
 EXPLAIN = """
 Each layer of the model has several **attention heads**. At every token, a head decides
@@ -27,10 +27,7 @@ CAVEAT = ("Attention shows where a head reads from, not why the model says what 
 
 def render(cap: Capture, scores: HeadScores, script_url: str) -> None:
     """Draw the whole view; widget changes rerun only the fragment below."""
-    st.markdown(f"**{md_escape(captions.attention_sentence(scores))}**")
-    with st.expander("What am I looking at?"):
-        st.markdown(EXPLAIN)
-    st.caption(CAVEAT)
+    intro(captions.attention_sentence(scores), EXPLAIN, CAVEAT)
     _explore(cap, scores, script_url)
 
 

@@ -41,13 +41,11 @@ def attention_heatmap(pattern: np.ndarray, tokens: list[str], title: str) -> go.
     labels = position_labels(tokens)
     shown = np.where(np.tril(np.ones((n, n), dtype=bool)), pattern, np.nan)
     fig = go.Figure(go.Heatmap(
-        z=shown, x=list(range(n)), y=list(range(n)), colorscale="Viridis", zmin=0, zmax=1,
-        customdata=np.array([[[labels[q], labels[k]] for k in range(n)] for q in range(n)]),
-        hovertemplate="%{customdata[0]} reads %{customdata[1]}: %{z:.1%}<extra></extra>",
-        colorbar={"title": "attention"}))
-    axis = {"tickmode": "array", "tickvals": list(range(n)), "ticktext": labels}
-    fig.update_xaxes(title="token read (key)", tickangle=-60, **axis)
-    fig.update_yaxes(title="reading token (query)", autorange="reversed", **axis)
+        z=shown, x=labels, y=labels, colorscale="Viridis", zmin=0, zmax=1,
+        hovertemplate="%{y} reads %{x}: %{z:.1%}<extra></extra>", colorbar={"title": "attention"}))
+    # labels carry their position, so repeated tokens stay separate categories
+    fig.update_xaxes(title="token read (key)", tickangle=-60, type="category")
+    fig.update_yaxes(title="reading token (query)", autorange="reversed", type="category")
     side = min(900, 260 + 22 * n)
     return _layout(fig, title, side)
 
@@ -106,11 +104,10 @@ def neuron_heatmap(values: np.ndarray, neuron_ids: np.ndarray, tokens: list[str]
     bound = float(np.abs(values).max()) or 1.0
     labels = position_labels(tokens)
     fig = go.Figure(go.Heatmap(
-        z=values, x=list(range(len(tokens))), y=[f"#{i}" for i in neuron_ids], zmid=0,
+        z=values, x=labels, y=[f"#{i}" for i in neuron_ids], zmid=0,
         zmin=-bound, zmax=bound, colorscale=SIGNED, colorbar={"title": "activation"},
-        customdata=np.array([labels] * len(neuron_ids)),
-        hovertemplate="neuron %{y} on %{customdata}: %{z:.3f}<extra></extra>"))
-    fig.update_xaxes(tickmode="array", tickvals=list(range(len(tokens))), ticktext=labels, tickangle=-60)
+        hovertemplate="neuron %{y} on %{x}: %{z:.3f}<extra></extra>"))
+    fig.update_xaxes(type="category", tickangle=-60)
     fig.update_yaxes(title="neuron", type="category", autorange="reversed")
     return _layout(fig, f"Most active neurons of layer {layer + 1}", 200 + 24 * len(neuron_ids))
 

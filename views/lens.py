@@ -11,6 +11,7 @@ from backend.capture import Capture
 from backend.lens import LensSummary
 from views import captions, figures
 from views.display import md_escape, visible
+from views.intro import intro
 
 EXPLAIN = """
 A language model builds its answer layer by layer in a shared working space (the
@@ -32,10 +33,7 @@ Trajectory = Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # (token id, p
 
 def render(cap: Capture, summary: LensSummary, trajectory: Trajectory) -> None:
     """Draw the whole view; widget changes rerun only the fragment below."""
-    st.markdown(f"**{md_escape(captions.lens_sentence(summary, cap.n_tokens - 1))}**")
-    with st.expander("What am I looking at?"):
-        st.markdown(EXPLAIN)
-    st.caption(CAVEAT)
+    intro(captions.lens_sentence(summary, cap.n_tokens - 1), EXPLAIN, CAVEAT)
     _explore(cap, summary, trajectory)
 
 

@@ -11,6 +11,7 @@ from backend.capture import Capture
 from backend.neurons import NeuronEffect
 from views import captions, circuits, figures
 from views.display import md_escape, visible
+from views.intro import intro
 
 EXPLAIN = """
 After attention, each layer runs an **MLP**: thousands of **neurons**, each computing one
@@ -35,9 +36,7 @@ def top_neurons(acts: np.ndarray, count: int) -> np.ndarray:
 
 def render(cap: Capture, effect: Effect, script_url: str) -> None:
     """Draw the whole view; widget changes rerun only the fragment below."""
-    with st.expander("What am I looking at?"):
-        st.markdown(EXPLAIN)
-    st.caption(CAVEAT)
+    intro(None, EXPLAIN, CAVEAT)  # the sentence depends on the layer picked below
     _explore(cap, effect, script_url)
 
 
