@@ -185,3 +185,16 @@ def test_selection_changes_never_rerun_the_model(model_dir, monkeypatch):
     at.number_input(key="neuron_id_0").set_value(7).run()
     assert not at.exception
     assert len(calls) == 1
+
+
+def test_opens_on_the_bundled_model_with_an_example():
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert_usable(at)
+    assert not errors(at)
+    assert at.text_area(key="prompt").value == "The capital of France is"
+    assert at.selectbox(key="model_pick").value.startswith("Bundled demo model")
+    assert "xray\\-demo" in at.sidebar.markdown[0].value
+    assert at.metric[0].value == " Paris"
+    lens_caption = next(m.value for m in at.markdown if "becomes the top guess" in m.value).replace("\\", "")
+    assert lens_caption.startswith("**' Paris' becomes the top guess") and "climbs from rank" in lens_caption

@@ -55,21 +55,24 @@ def test_colored_tokens_are_symmetric_around_zero():
     assert props["minValue"] == -2.0 and props["maxValue"] == 2.0 and props["values"] == [-2.0, 1.0]
 
 
-def summary_for(top_ids: list[int], prob: float, token: str = " Paris") -> LensSummary:
+def summary_for(top_ids: list[int], prob: float, token: str = " Paris", ranks: list[int] | None = None) -> LensSummary:
     layers = len(top_ids)
+    rank_rows = np.array(ranks or [1] * layers, np.int64).reshape(layers, 1)
     ids = np.array(top_ids, np.int64).reshape(layers, 1, 1)
     tokens = np.array([[[token if i == top_ids[-1] else " other"]] for i in top_ids], dtype=object)
     probs = np.full((layers, 1, 1), prob, np.float32)
     zeros = np.zeros((layers, 1), np.float32)
     return LensSummary(top_ids=ids, top_probs=probs, top_tokens=tokens, entropy=zeros, kl_to_final=zeros,
-                       target_ids=np.array([top_ids[-1]]), target_probs=zeros, target_ranks=zeros.astype(np.int64))
+                       target_ids=np.array([top_ids[-1]]), target_probs=zeros, target_ranks=rank_rows)
 
 
 def test_lens_sentence_names_the_settling_layer():
-    assert captions.lens_sentence(summary_for([1, 2, 7, 7, 7], 0.83), 0) == (
-        "' Paris' becomes the top guess at layer 2 of 4 and ends at 83%.")
-    assert "only becomes the top guess at the last layer (4 of 4)" in captions.lens_sentence(
-        summary_for([1, 7, 2, 3, 7], 0.4), 0)  # top at layer 1, lost, regained only at the end
+    assert captions.lens_sentence(summary_for([1, 2, 7, 7, 7], 0.83, ranks=[1200, 3, 1, 1, 1]), 0) == (
+        "' Paris' becomes the top guess at layer 2 of 4 and ends at 83%; "
+        "it climbs from rank 1,200 after the embeddings.")
+    late = captions.lens_sentence(summary_for([1, 7, 2, 3, 7], 0.4, ranks=[582, 1, 10, 4, 1]), 0)
+    assert late == ("' Paris' becomes the top guess only at the last layer (4 of 4), ending at 40%; "
+                    "it climbs from rank 582 after the embeddings to rank 4 at layer 3.")
     assert "straight from the embeddings" in captions.lens_sentence(summary_for([7, 7, 7], 0.9), 0)
 
 

@@ -52,7 +52,7 @@ A small GPT-2-style language model trained from scratch inside this project, so 
 X-ray opens and works with no network: in a lecture hall, in the tests, anywhere. It reads
 simple English and knows the capitals of {len(corpus.CAPITALS)} countries, and its attention
 heads and logit lens show textbook behaviour: an induction head that copies repeated
-sequences, and the answer to a fact becoming the top guess before the last layer.
+sequences, and the answer to a fact climbing through the ranks layer by layer.
 
 It is a teaching instrument, not a useful language model.
 
@@ -108,7 +108,10 @@ Top-1 accuracy of the first token of the answer:
   {quality['loss_second_copy']:.2f} on the second.
 - **Logit lens**: for {quality['lens_top_before_last_layer']:.0%} of the capital prompts the
   answer is already the top guess before the last layer (on average from layer
-  {quality['mean_settle_layer']:.2f} of {quality['n_layers']} among those answered right). This is what the demo shows.
+  {quality['mean_settle_layer']:.2f} of {quality['n_layers']} among those answered right). Mostly the answer takes
+  the top place only at the last layer, but it climbs there steadily: its median rank from the embeddings
+  to the last layer is {" → ".join(f"{r:,.0f}" for r in quality['median_answer_rank_by_layer'])}. This climb is
+  what the demo shows.
 
 ## What it does not know
 

@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -34,7 +35,8 @@ def fact_sets() -> dict[str, tuple[list[str], list[str]]]:
         "opposites": ([f"The opposite of {w} is" for w in corpus.OPPOSITES], list(corpus.OPPOSITES.values())),
     }
     for i, phrasing in enumerate(corpus.HELD_OUT_PHRASINGS):
-        sets[f"capitals (held-out phrasing {i + 1}: {phrasing.split('{capital}')[0].strip()!r})"] = (
+        shown = phrasing.split("{capital}")[0].strip().replace("{country}", "X")
+        sets[f"capitals (held-out phrasing {i + 1}: {shown!r})"] = (
             [corpus.capital_prompt(c, phrasing) for c in trained], [corpus.CAPITALS[c] for c in trained])
     return sets
 
@@ -42,7 +44,7 @@ def fact_sets() -> dict[str, tuple[list[str], list[str]]]:
 def lens_share(folder: Path) -> dict[str, float]:
     """Share of capital prompts whose answer is the top guess before the last layer."""
     lm = load_model(folder, device="cpu")
-    early, settle = 0, []
+    early, settle, ranks = 0, [], []
     countries = list(corpus.CAPITALS)
     for country in countries:
         cap = capture(lm, corpus.capital_prompt(country))
@@ -51,10 +53,12 @@ def lens_share(folder: Path) -> dict[str, float]:
         if int(summary.top_ids[-1, -1, 0]) != want:
             continue
         layer = settle_layer(summary.top_ids[:, -1, 0], want)
+        ranks.append(summary.target_ranks[:, -1])
         settle.append(layer)
         early += layer < cap.n_layers
     return {"lens_top_before_last_layer": early / len(countries),
-            "mean_settle_layer": float(sum(settle) / max(1, len(settle))), "n_layers": lm.info.n_layers}
+            "mean_settle_layer": float(sum(settle) / max(1, len(settle))), "n_layers": lm.info.n_layers,
+            "median_answer_rank_by_layer": [float(r) for r in np.median(np.stack(ranks), axis=0)]}
 
 
 def measure(folder: Path) -> dict:
@@ -91,7 +95,8 @@ def main() -> None:
     print(f"loss on the first copy {figures['loss_first_copy']:.3f}, second copy {figures['loss_second_copy']:.3f}")
     print(f"logit lens: answer is the top guess before the last layer for "
           f"{figures['lens_top_before_last_layer']:.0%} of capital prompts "
-          f"(mean settling layer {figures['mean_settle_layer']:.2f} of {figures['n_layers']})")
+          f"(mean settling layer {figures['mean_settle_layer']:.2f} of {figures['n_layers']}); median rank of "
+          f"the answer from the embeddings to the last layer: {figures['median_answer_rank_by_layer']}")
 
 
 if __name__ == "__main__":

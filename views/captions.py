@@ -16,13 +16,15 @@ def lens_sentence(summary: LensSummary, position: int) -> str:
     token = quoted(summary.top_tokens[-1, position, 0])
     prob = float(summary.top_probs[-1, position, 0])
     layer = settle_layer(summary.top_ids[:, position, 0], final_id)
+    ranks = summary.target_ranks[:, position]  # the tracked token is the final top guess
+    climb = f"it climbs from rank {int(ranks[0]):,} after the embeddings"
     if layer == 0:
         return (f"{token} is already the top guess straight from the embeddings and stays "
                 f"there through all {n_layers} layers, ending at {prob:.0%}.")
     if layer == n_layers:
-        return (f"{token} only becomes the top guess at the last layer ({n_layers} of "
-                f"{n_layers}), with {prob:.0%}.")
-    return f"{token} becomes the top guess at layer {layer} of {n_layers} and ends at {prob:.0%}."
+        return (f"{token} becomes the top guess only at the last layer ({n_layers} of {n_layers}), "
+                f"ending at {prob:.0%}; {climb} to rank {int(ranks[-2]):,} at layer {n_layers - 1}.")
+    return f"{token} becomes the top guess at layer {layer} of {n_layers} and ends at {prob:.0%}; {climb}."
 
 
 def attention_sentence(scores: HeadScores) -> str:
