@@ -72,10 +72,45 @@ def lens_logits(lm: LoadedModel, cap: Capture, layer: int,
     return readout(lm, cap.resid[layer, pos]).cpu().numpy()
 
 
-def _log_probs(lm: LoadedModel, cap: Capture, layer: int, pos: np.ndarray) -> torch.Tensor:
+def _logits(lm: LoadedModel, cap: Capture, layer: int, pos: np.ndarray) -> torch.Tensor:
     if layer == cap.n_layers:  # the last layer's lens is the model's output
-        return torch.from_numpy(cap.logits[pos]).log_softmax(-1)
-    return readout(lm, cap.resid[layer, pos]).cpu().log_softmax(-1)
+        return torch.from_numpy(cap.logits[pos])
+    return readout(lm, cap.resid[layer, pos]).cpu()
+
+
+def _log_probs(lm: LoadedModel, cap: Capture, layer: int, pos: np.ndarray) -> torch.Tensor:
+    return _logits(lm, cap, layer, pos).log_softmax(-1)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products of (m, V) matrices without an (m, V) temporary."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2))[:, 0, 0]
+
+
+def _rank(scores: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    """1 + how many entries of each row beat ``target`` (m, 1): 1 is the top guess."""
+    return ((scores > target).sum(-1, dtype=torch.int32) + 1).numpy()  # int32 sums twice as fast
+
+
+@dataclass(frozen=True)
+class _Softmax:
+    """One pass of exponentials over (m, V) logits, and what follows from it."""
+
+    logits: torch.Tensor  # (m, V)
+    probs: torch.Tensor  # (m, V)
+    lse: torch.Tensor  # (m,) log-sum-exp
+
+    @classmethod
+    def of(cls, logits: torch.Tensor) -> _Softmax:
+        peak = logits.amax(-1, keepdim=True)
+        probs = (logits - peak).exp_()
+        total = probs.sum(-1, keepdim=True)
+        probs.div_(total)
+        return cls(logits=logits, probs=probs, lse=(peak + total.log())[:, 0])
+
+    def entropy(self) -> torch.Tensor:
+        """H = lse - sum(p * z), in nats."""
+        return self.lse - _dot(self.probs, self.logits)
 
 
 def _chunks(cap: Capture, pos: np.ndarray) -> Iterator[np.ndarray]:
@@ -98,20 +133,21 @@ def lens_summary(lm: LoadedModel, cap: Capture, k: int = 5,
     entropy, kl, t_probs = (np.zeros((layers, n), np.float32) for _ in range(3))
     t_ranks = np.zeros((layers, n), np.int64)
     for pos in _chunks(cap, np.arange(n)):
-        final_logp = _log_probs(lm, cap, cap.n_layers, pos)
-        final_p = final_logp.exp()
-        final_neg_entropy = (final_p * final_logp).sum(-1)
-        targets[pos] = final_logp.argmax(-1).numpy() if target_ids is None else np.asarray(target_ids)[pos]
+        final = _Softmax.of(_logits(lm, cap, cap.n_layers, pos))
+        final_entropy = final.entropy()
+        targets[pos] = final.logits.argmax(-1).numpy() if target_ids is None else np.asarray(target_ids)[pos]
         target = torch.from_numpy(targets[pos]).unsqueeze(-1)
         for layer in range(layers):
-            logp = final_logp if layer == cap.n_layers else _log_probs(lm, cap, layer, pos)
-            values, ids = logp.topk(k, dim=-1)
-            top_ids[layer, pos], top_probs[layer, pos] = ids.numpy(), values.exp().numpy()
-            entropy[layer, pos] = -(logp.exp() * logp).sum(-1).numpy()
-            kl[layer, pos] = (final_neg_entropy - (final_p * logp).sum(-1)).clamp_min(0).numpy()
-            target_logp = logp.gather(-1, target)
-            t_probs[layer, pos] = target_logp.exp()[:, 0].numpy()
-            t_ranks[layer, pos] = ((logp > target_logp).sum(-1) + 1).numpy()
+            soft = final if layer == cap.n_layers else _Softmax.of(_logits(lm, cap, layer, pos))
+            values, ids = soft.logits.topk(k, dim=-1)
+            top_ids[layer, pos] = ids.numpy()
+            top_probs[layer, pos] = (values - soft.lse[:, None]).exp().numpy()
+            entropy[layer, pos] = soft.entropy().numpy()
+            # KL(final || layer) = sum p_f log p_f - sum p_f (z - lse) = -H_f - p_f . z + lse
+            kl[layer, pos] = (soft.lse - final_entropy - _dot(final.probs, soft.logits)).clamp_min(0).numpy()
+            target_logit = soft.logits.gather(-1, target)
+            t_probs[layer, pos] = (target_logit[:, 0] - soft.lse).exp().numpy()
+            t_ranks[layer, pos] = _rank(soft.logits, target_logit)
     strings = token_strings(lm.tokenizer, top_ids.reshape(-1).tolist())
     return LensSummary(
         top_ids=top_ids, top_probs=top_probs,
@@ -144,6 +180,6 @@ def token_trajectory(lm: LoadedModel, cap: Capture, token_id: int,
             logp = _log_probs(lm, cap, layer, pos)
             target = logp[:, token_id:token_id + 1]
             probs[layer, cols] = target.exp()[:, 0].numpy()
-            ranks[layer, cols] = ((logp > target).sum(-1) + 1).numpy()
+            ranks[layer, cols] = _rank(logp, target)
         start += len(pos)
     return TokenTrajectory(token_id=token_id, positions=pos_all, probs=probs, ranks=ranks)

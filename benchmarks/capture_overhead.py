@@ -85,20 +85,30 @@ def speed(folder: Path, rounds: int) -> dict:
 
 
 def memory(folder: Path, n_tokens: int) -> dict:
-    """Run in a child process: peak RSS growth and the capture's own arrays."""
+    """Run in a child process: peak RSS growth during capture (sampled) and the capture's own arrays."""
     code = f"""
-import json, resource, sys
+import json, resource, sys, threading, time
 sys.path.insert(0, {str(ROOT)!r})
 import torch
 from backend import capture, load_model
 from benchmarks.capture_overhead import prompt_of
 lm = load_model({str(folder)!r}, device="cpu")
 prompt = prompt_of(lm.tokenizer, {n_tokens})
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+before = rss()
+peak, running = [before], [True]
+def sample():
+    while running[0]:
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.001)
+sampler = threading.Thread(target=sample)
+sampler.start()
 cap = capture(lm, prompt, max_tokens=4096)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+running[0] = False
+sampler.join()
 print(json.dumps({{"tokens": cap.n_tokens, "arrays_mib": cap.nbytes / 2**20,
-                  "peak_rss_growth_mib": (after - before) / 1024}}))
+                  "peak_rss_growth_mib": (peak[0] - before) / 2**20}}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})

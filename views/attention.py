@@ -64,4 +64,4 @@ def _explore(cap: Capture, scores: HeadScores, script_url: str) -> None:
                 "click a head to enlarge it.")
     names = [f"{layer}.{h + 1}" for h in range(cap.n_heads)]
     st.iframe(circuits.attention_heads_html(cap.attention[layer - 1], cap.tokens, names, script_url),
-                    height=560 + 16 * min(cap.n_tokens, 40))
+                    height=1250)  # its zoomed pattern is as tall as the frame is wide

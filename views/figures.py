@@ -99,10 +99,11 @@ def trajectory(probs: np.ndarray, ranks: np.ndarray, entropy: np.ndarray, kl: np
     return _layout(fig, "", 420)
 
 
-def neuron_heatmap(values: np.ndarray, neuron_ids: np.ndarray, tokens: list[str], layer: int) -> go.Figure:
-    """Activations (neurons, n) of the chosen neurons over the prompt's tokens."""
+def neuron_heatmap(values: np.ndarray, neuron_ids: np.ndarray, tokens: list[str], layer: int,
+                   first_position: int = 0) -> go.Figure:
+    """Activations (neurons, m) of the chosen neurons over ``tokens``, which start at ``first_position``."""
     bound = float(np.abs(values).max()) or 1.0
-    labels = position_labels(tokens)
+    labels = [f"{label.rsplit(' ·', 1)[0]} ·{first_position + i}" for i, label in enumerate(position_labels(tokens))]
     fig = go.Figure(go.Heatmap(
         z=values, x=labels, y=[f"#{i}" for i in neuron_ids], zmid=0,
         zmin=-bound, zmax=bound, colorscale=SIGNED, colorbar={"title": "activation"},

@@ -45,12 +45,19 @@ def _explore(cap: Capture, effect: Effect, script_url: str) -> None:
     layer = st.selectbox("Layer", range(cap.n_layers), index=cap.n_layers - 1,
                          format_func=lambda i: f"layer {i + 1}", key="neuron_layer")
     acts = cap.neurons[layer]  # (n, d_mlp)
-    top = top_neurons(acts, TOP_NEURONS)
-    token_at, neuron = np.unravel_index(int(np.abs(acts).argmax()), acts.shape)
-    sentence = captions.neuron_sentence(layer, int(neuron), float(acts[token_at, neuron]), cap.tokens[token_at])
+    include_first = st.checkbox(
+        "Include the first token", value=cap.n_tokens == 1, key="neuron_first",
+        help="Models park huge activations on the first token (the same 'resting place' many heads "
+             "attend to). They drown out everything else, so they are left out of the ranking by default.")
+    start = 0 if include_first else 1
+    shown = acts[start:]
+    top = top_neurons(shown, TOP_NEURONS)
+    token_at, neuron = np.unravel_index(int(np.abs(shown).argmax()), shown.shape)
+    peak = float(shown[token_at, neuron])
+    sentence = captions.neuron_sentence(layer, int(neuron), peak, cap.tokens[start + token_at])
     st.markdown(f"**{md_escape(sentence)}**")
-    st.plotly_chart(figures.neuron_heatmap(acts[:, top].T, top, cap.tokens, layer), width="stretch",
-                    key="neuron_map")
+    st.plotly_chart(figures.neuron_heatmap(shown[:, top].T, top, cap.tokens[start:], layer, first_position=start),
+                    width="stretch", key="neuron_map")
     token_col, neuron_col = st.columns(2)
     with token_col:
         position = st.selectbox("Token", range(cap.n_tokens), index=cap.n_tokens - 1,
