@@ -49,12 +49,12 @@ def selection_redraw(page, option: int) -> float:
     box = page.locator("[data-testid=stSelectbox]").filter(has_text="Position to follow")
     box.locator("input").click()
     page.keyboard.press("ArrowDown")
-    title = page.locator(".js-plotly-plot .gtitle").filter(has_text="probability and rank").first
-    before = title.inner_text()
+    title = page.locator(".js-plotly-plot .annotation-text").filter(has_text="probability and rank").first
+    before = title.text_content()
     start = time.perf_counter()
     page.get_by_role("option").nth(option).click()
     page.wait_for_function(
-        """before => { const t = [...document.querySelectorAll('.js-plotly-plot .gtitle')]
+        """before => { const t = [...document.querySelectorAll('.js-plotly-plot .annotation-text')]
               .find(e => e.textContent.includes('probability and rank'));
             return t && t.textContent !== before && !document.querySelector('[data-testid=stStatusWidget]'); }""",
         arg=before, timeout=60_000, polling=20)
