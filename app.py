@@ -168,7 +168,7 @@ def header(cap: Capture, summary: LensSummary) -> None:
     left, right = st.columns([3, 1])
     left.markdown(f"The model reads **{cap.n_tokens} tokens** (the pieces it splits text into):")
     left.code(" | ".join(visible(t) for t in cap.tokens), language=None, wrap_lines=True)
-    right.metric("Its guess for the next token", visible(guess))
+    right.metric("Its guess for the next token", md_escape(visible(guess)))  # the value is markdown
     right.caption(f"{prob:.0%} likely")
 
 
