@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import unicodedata
+from collections.abc import Iterable
 
 WHITESPACE = {"\n": "↵", "\t": "⇥", "\r": "␍"}
 
@@ -44,12 +45,13 @@ def markup_free(token: str) -> str:
     return visible(token).translate(LOOKALIKES)
 
 
-def position_labels(tokens: list[str]) -> list[str]:
-    """Axis labels; the position keeps repeated tokens apart."""
-    return [f"{safe(t)} ·{i}" for i, t in enumerate(tokens)]
+def position_labels(tokens: list[str], positions: Iterable[int] | None = None) -> list[str]:
+    """Axis labels for ``tokens`` at ``positions`` (default 0, 1, ...); the position keeps repeats apart."""
+    positions = range(len(tokens)) if positions is None else positions
+    return [f"{safe(t)} ·{p}" for t, p in zip(tokens, positions, strict=True)]
 
 
-def layer_label(layer: int, n_layers: int) -> str:
+def layer_label(layer: int) -> str:
     """0 is the embeddings; i is the residual stream after block i."""
     return "embed" if layer == 0 else f"layer {layer}"
 

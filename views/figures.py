@@ -61,8 +61,7 @@ def lens_heatmap(top_tokens: np.ndarray, top_probs: np.ndarray, tokens: list[str
     text = [[safe(top_tokens[layer, i, 0]) for i in range(m)] for layer in range(layers)]
     hover = [["<br>".join(f"{safe(top_tokens[layer, i, j])}: {top_probs[layer, i, j]:.1%}" for j in range(k))
               for i in range(m)] for layer in range(layers)]
-    labels = position_labels([tokens[p] for p in positions])
-    labels = [f"{label.rsplit(' ·', 1)[0]} ·{p}" for label, p in zip(labels, positions, strict=True)]
+    labels = position_labels([tokens[p] for p in positions], positions)
     fig = go.Figure(go.Heatmap(
         z=top_probs[:, :, 0], x=list(range(m)), y=list(range(layers)), text=text,
         texttemplate="%{text}", textfont={"size": 13}, customdata=hover, zmin=0, zmax=1,
@@ -71,7 +70,7 @@ def lens_heatmap(top_tokens: np.ndarray, top_probs: np.ndarray, tokens: list[str
     fig.update_xaxes(title="position in the prompt (the model predicts what comes next)",
                      tickmode="array", tickvals=list(range(m)), ticktext=labels, tickangle=-60)
     fig.update_yaxes(title="", tickmode="array", tickvals=list(range(layers)),
-                     ticktext=[layer_label(i, layers - 1) for i in range(layers)])
+                     ticktext=[layer_label(i) for i in range(layers)])
     return _layout(fig, "Top guess for the next token, layer by layer", 170 + 48 * layers)
 
 
@@ -79,7 +78,7 @@ def trajectory(probs: np.ndarray, ranks: np.ndarray, entropy: np.ndarray, kl: np
                token: str) -> go.Figure:
     """A token's probability and rank across layers, with entropy and KL to the final layer."""
     layers = list(range(len(probs)))
-    names = [layer_label(i, len(probs) - 1) for i in layers]
+    names = [layer_label(i) for i in layers]
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
         f"{safe(token)}: probability and rank", "Uncertainty and distance to the final answer"),
         specs=[[{"secondary_y": True}, {"secondary_y": False}]])
@@ -103,7 +102,7 @@ def neuron_heatmap(values: np.ndarray, neuron_ids: np.ndarray, tokens: list[str]
                    first_position: int = 0) -> go.Figure:
     """Activations (neurons, m) of the chosen neurons over ``tokens``, which start at ``first_position``."""
     bound = float(np.abs(values).max()) or 1.0
-    labels = [f"{label.rsplit(' ·', 1)[0]} ·{first_position + i}" for i, label in enumerate(position_labels(tokens))]
+    labels = position_labels(tokens, range(first_position, first_position + len(tokens)))
     fig = go.Figure(go.Heatmap(
         z=values, x=labels, y=[f"#{i}" for i in neuron_ids], zmid=0,
         zmin=-bound, zmax=bound, colorscale=SIGNED, colorbar={"title": "activation"},
