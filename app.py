@@ -42,6 +42,7 @@ EXAMPLES = {
 }
 DEFAULT_PROMPT = EXAMPLES["A fact"]
 MAX_PROMPT_CHARS = 20_000
+VIEWS = ["👀 Attention", "🔍 Logit lens", "⚡ Neurons"]
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def header(cap: Capture, summary: LensSummary) -> None:
     prob = float(summary.top_probs[-1, -1, 0])
     left, right = st.columns([3, 1])
     left.markdown(f"The model reads **{cap.n_tokens} tokens** (the pieces it splits text into):")
-    left.code(" | ".join(visible(t) for t in cap.tokens), language=None, wrap_lines=True)
+    left.text(" | ".join(visible(t) for t in cap.tokens))  # plain text: no syntax highlighter to load
     right.metric("Its guess for the next token", md_escape(visible(guess)))  # the value is markdown
     right.caption(f"{prob:.0%} likely")
 
@@ -222,7 +223,7 @@ def main() -> None:
     cap, summary = result.capture, result.summary
     header(cap, summary)
     keys = (settings.key, prompt, settings.max_tokens)
-    attention_tab, lens_tab, neuron_tab = st.tabs(["👀 Attention", "🔍 Logit lens", "⚡ Neurons"])
+    attention_tab, lens_tab, neuron_tab = st.tabs(VIEWS)
     with attention_tab:
         attention.render(cap, result.scores, script_url)
     with lens_tab:

@@ -84,19 +84,25 @@ class Requests:
 
 
 @contextmanager
-def browser_page(width: int = 1500, height: int = 1100):
-    """A fresh headless Chromium page and the record of its requests."""
-    from playwright.sync_api import sync_playwright
+def browser_page(width: int = 1500, height: int = 1100, playwright=None):
+    """A fresh headless Chromium page and the record of its requests.
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            requests = Requests()
-            page.on("request", lambda request: requests.record(request.url))
-            yield page, requests
-        finally:
-            browser.close()
+    Pass a running ``sync_playwright()`` to open several browsers at once.
+    """
+    if playwright is None:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as started, browser_page(width, height, started) as pair:
+            yield pair
+        return
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+    try:
+        page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+        requests = Requests()
+        page.on("request", lambda request: requests.record(request.url))
+        yield page, requests
+    finally:
+        browser.close()
 
 
 def app_url(base: str, prompt: str, model: str = "demo") -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -34,7 +36,7 @@ def run_app(prompt: str | None, model: str, max_tokens: int | None = None) -> Ap
 
 def shown_tokens(at: AppTest) -> str:
     """The prompt as the token block shows it, separators removed."""
-    return at.code[0].value.replace(" | ", "").replace("␣", " ")
+    return at.text[0].value.replace(" | ", "").replace("␣", " ")
 
 
 def iframes(at: AppTest) -> list[str]:
@@ -59,10 +61,11 @@ def test_every_view_renders(model_dir):
     assert_usable(at)
     assert not errors(at)
     assert [t.label for t in at.tabs] == ["👀 Attention", "🔍 Logit lens", "⚡ Neurons"]
-    assert plotly_count(at) >= 8  # head grid, head map, lens map, trajectory, neuron map and bars
+    assert plotly_count(at) == 7  # head grid, head map, lens map, trajectory, neuron map, token bars, effect
     frames = iframes(at)
-    assert len(frames) == 2
-    assert "CircuitsVis.AttentionHeads" in frames[0] and "CircuitsVis.ColoredTokens" in frames[1]
+    assert len(frames) == 2  # what one token reads; one neuron on every token
+    assert all("CircuitsVis.ColoredTokens" in html for html in frames)
+    assert at.toggle(key="attention_all_heads").value is False  # the heavy all-heads frame waits to be asked
     for html in frames:
         assert '<script src="/app/static/circuitsvis-' in html
         assert "http" not in html  # nothing loads from outside the machine
@@ -198,3 +201,30 @@ def test_opens_on_the_bundled_model_with_an_example():
     assert at.metric[0].value == " Paris"
     lens_caption = next(m.value for m in at.markdown if "becomes the top guess" in m.value).replace("\\", "")
     assert lens_caption.startswith("**' Paris' becomes the top guess") and "climbs from rank" in lens_caption
+
+
+def circuits_props(html: str, component: str) -> dict:
+    return json.loads(html.split(f"CircuitsVis.{component}, ", 1)[1].rsplit(");</script>", 1)[0])
+
+
+def test_reading_token_and_all_heads_show_the_models_attention(model_dir):
+    prompt = "one two three one two three"
+    at = run_app(prompt, model_dir)
+    at.selectbox(key="attention_query").select(4).run()
+    layer = at.selectbox(key="attention_layer_induction").value
+    head = at.selectbox(key="attention_head_induction").value
+    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager")
+    ids = torch.from_numpy(backend.capture(backend.load_model(model_dir, device="cpu"), prompt).token_ids)[None]
+    with torch.no_grad():
+        reference = model(ids, output_attentions=True).attentions[layer - 1][0].numpy()  # (heads, n, n)
+    reader = circuits_props(iframes(at)[0], "ColoredTokens")
+    assert len(reader["tokens"]) == 5  # the reading token and what precedes it
+    np.testing.assert_allclose(reader["values"], reference[head - 1, 4, :5], atol=1e-4)
+    assert reader["minValue"] == 0.0 and reader["maxValue"] == pytest.approx(reference[head - 1, 4, :5].max(), abs=1e-4)
+
+    at.toggle(key="attention_all_heads").set_value(True).run()
+    heads = [html for html in iframes(at) if "CircuitsVis.AttentionHeads" in html]
+    assert len(heads) == 1
+    props = circuits_props(heads[0], "AttentionHeads")
+    np.testing.assert_allclose(props["attention"], reference, atol=1e-3)
+    assert props["attentionHeadNames"] == [f"{layer}.{h + 1}" for h in range(reference.shape[0])]

@@ -39,9 +39,9 @@ def wait_for_circuits(page, count: int) -> list:
     return circuits_frames(page)
 
 
-def frame_with(page, component: str):
-    """The CircuitsVis frame rendering ``component``."""
-    return next(f for f in circuits_frames(page) if f"CircuitsVis.{component}" in f.content())
+def frame_with(page, component: str, index: int = 0):
+    """The CircuitsVis frame rendering ``component`` (the ``index``-th such frame in page order)."""
+    return [f for f in circuits_frames(page) if f"CircuitsVis.{component}" in f.content()][index]
 
 
 def canvas_drawn(frame) -> bool:
@@ -58,11 +58,15 @@ def test_every_view_draws_offline(server):
         page.goto(app_url(server, "The capital of France is Paris. The capital of Spain is", MODEL))
         wait_for_views(page)
         wait_for_circuits(page, 2)
+        reader = frame_with(page, "ColoredTokens")
+        reader.wait_for_function("() => document.body.innerText.includes('Spain')", timeout=15_000)
+        assert visible_plots(page) >= 2
+        page.screenshot(path=str(SHOTS / "attention.png"))
+        page.get_by_text("Show all").click()  # the all-heads frame draws only when asked
+        wait_for_circuits(page, 3)
         heads = frame_with(page, "AttentionHeads")
         heads.wait_for_function("() => document.body.innerText.includes('Head Selector')", timeout=15_000)
         assert canvas_drawn(heads)
-        assert visible_plots(page) >= 2
-        page.screenshot(path=str(SHOTS / "attention.png"))
         open_tab(page, "Logit lens")
         page.wait_for_timeout(500)
         assert visible_plots(page) >= 2
@@ -70,7 +74,7 @@ def test_every_view_draws_offline(server):
         open_tab(page, "Neurons")
         page.wait_for_timeout(500)
         assert visible_plots(page) >= 3
-        frame_with(page, "ColoredTokens").wait_for_function(
+        frame_with(page, "ColoredTokens", -1).wait_for_function(  # the neuron's frame
             "() => document.body.innerText.includes('capital')", timeout=15_000)
         page.screenshot(path=str(SHOTS / "neurons.png"))
         assert requests.local, "the page made no request at all"
@@ -91,7 +95,7 @@ def test_hostile_prompt_runs_no_script(server):
         frame_with(page, "ColoredTokens").wait_for_function(
             "() => document.body.innerText.includes('›‹img')", timeout=15_000)
         assert page.main_frame.query_selector_all("img[src=x]") == []
-        assert "</script><img src=x" in page.inner_text("[data-testid=stCode]").replace(" | ", "").replace("␣", " ")
+        assert "</script><img src=x" in page.inner_text("[data-testid=stText]").replace(" | ", "").replace("␣", " ")
         page.screenshot(path=str(SHOTS / "hostile.png"))
         assert requests.outside == []
 
@@ -116,5 +120,5 @@ def test_selection_change_redraws_only_its_view(server):
         page.wait_for_timeout(1500)
         sent = b"".join(frames)
         assert b"probability and rank" in sent  # the lens trajectory was redrawn
-        assert b"AttentionHeads" not in sent and b"attention_grid" not in sent  # attention was not
+        assert b"attention_grid" not in sent and b"attention_head_map" not in sent  # attention was not
         assert b"neuron_map" not in sent and b"Look inside" not in sent  # nor neurons, nor the page

@@ -1,4 +1,4 @@
-"""The attention view: every head at a glance, one head up close, a layer in CircuitsVis."""
+"""The attention view: every head scored, one head up close, one token's reading, a layer in CircuitsVis."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import streamlit as st
 from backend.capture import Capture
 from backend.heads import SCORE_NAMES, HeadScores
 from views import captions, circuits, figures
+from views.display import md_escape, visible
 from views.intro import intro
 
 EXPLAIN = """
@@ -60,8 +61,27 @@ def _explore(cap: Capture, scores: HeadScores, script_url: str) -> None:
         fig = figures.attention_heatmap(cap.attention[layer - 1, head - 1], cap.tokens,
                                         f"Head {layer}.{head}: who reads whom")
         st.plotly_chart(fig, width="stretch", key="attention_head_map")
-    st.markdown(f"**All {cap.n_heads} heads of layer {layer}** · hover a token to see what it reads; "
-                "click a head to enlarge it.")
-    names = [f"{layer}.{h + 1}" for h in range(cap.n_heads)]
-    st.iframe(circuits.attention_heads_html(cap.attention[layer - 1], cap.tokens, names, script_url),
-                    height=1250)  # its zoomed pattern is as tall as the frame is wide
+    _reader(cap, layer, head, script_url)
+    all_heads = st.toggle(f"Show all {cap.n_heads} heads of layer {layer} side by side (CircuitsVis)",
+                          key="attention_all_heads",
+                          help="Interactive: hover a token to see what it reads, click a head to enlarge it. "
+                               "Slow to draw for long prompts (seconds beyond about 100 tokens), so it is off "
+                               "until you ask for it.")
+    if all_heads:
+        names = [f"{layer}.{h + 1}" for h in range(cap.n_heads)]
+        st.iframe(circuits.attention_heads_html(cap.attention[layer - 1], cap.tokens, names, script_url),
+                  height=1250)  # its zoomed pattern is as tall as the frame is wide
+
+
+def _reader(cap: Capture, layer: int, head: int, script_url: str) -> None:
+    """One reading token's attention in the chosen head, as coloured text."""
+    st.markdown("##### What one token reads")
+    pick, sentence = st.columns([1, 3])
+    query = pick.selectbox("Reading token", range(cap.n_tokens), index=cap.n_tokens - 1,
+                           format_func=lambda p: f"{p}: {visible(cap.tokens[p])}", key="attention_query",
+                           help="The token whose attention is shown as colour below.")
+    shares = cap.attention[layer - 1, head - 1, query, : query + 1]
+    sentence.markdown(md_escape(captions.reader_sentence(cap.tokens, shares, layer, head)) +
+                      " Darker orange means more attention; hover a token for its exact share.")
+    st.iframe(circuits.token_shares_html(cap.tokens[: query + 1], shares, script_url),
+              height=circuits.text_height(cap.tokens[: query + 1]))

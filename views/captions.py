@@ -46,6 +46,23 @@ def attention_sentence(scores: HeadScores) -> str:
             "'resting place' when a head has nothing useful to read.")
 
 
+def reader_sentence(tokens: list[str], shares: np.ndarray, layer: int, head: int) -> str:
+    """What one token reads in one head: ``shares`` is its attention row up to itself.
+
+    E.g. "In head 4.4, ' green' (position 13) reads mostly ' door' at position 7 (62%)."
+    """
+    order = np.argsort(-shares, kind="stable")[:2]
+    reader = len(shares) - 1
+
+    def named(i: int) -> str:
+        return f"{quoted(tokens[i])} at position {i} ({shares[i]:.0%})"
+
+    read = named(int(order[0]))
+    if len(order) > 1 and shares[order[1]] >= 0.1:
+        read += f", then {named(int(order[1]))}"
+    return f"In head {layer}.{head}, {quoted(tokens[reader])} (position {reader}) reads mostly {read}."
+
+
 def neuron_sentence(layer: int, neuron: int, value: float, token: str) -> str:
     """Names the strongest activation in a layer."""
     return (f"In layer {layer + 1}, neuron {neuron} fires hardest, on {quoted(token)} "

@@ -70,8 +70,25 @@ def attention_heads_html(attention: np.ndarray, tokens: list[str], head_names: l
 
 
 def colored_tokens_html(tokens: list[str], values: np.ndarray, script_url: str = SCRIPT_URL) -> str:
-    """Tokens coloured by one value each (e.g. a neuron's activation)."""
+    """Tokens coloured by one signed value each (e.g. a neuron's activation), symmetric around 0."""
     bound = float(np.abs(values).max()) or 1.0
     props = {"tokens": [markup_free(t) for t in tokens], "values": np.round(values.astype(float), 4).tolist(),
              "minValue": -bound, "maxValue": bound, "positiveColor": POSITIVE, "negativeColor": NEGATIVE}
+    return component_html("ColoredTokens", props, script_url)
+
+
+def text_height(tokens: list[str], chars_per_line: int = 110) -> int:
+    """Pixel height for a frame of coloured tokens: their wrapped lines plus room for the hover box."""
+    chars = sum(len(markup_free(t)) + 1 for t in tokens)
+    return 70 + 30 * max(1, -(-chars // chars_per_line))
+
+
+def token_shares_html(tokens: list[str], shares: np.ndarray, script_url: str = SCRIPT_URL) -> str:
+    """Tokens coloured by a share in [0, 1] (e.g. the attention one token pays to each).
+
+    The colour runs from white at 0 to orange at the largest share; hovering shows each value.
+    """
+    top = float(shares.max()) if shares.size else 0.0
+    props = {"tokens": [markup_free(t) for t in tokens], "values": np.round(shares.astype(float), 4).tolist(),
+             "minValue": 0.0, "maxValue": top or 1.0, "positiveColor": POSITIVE, "negativeColor": NEGATIVE}
     return component_html("ColoredTokens", props, script_url)

@@ -120,3 +120,16 @@ def bars(labels: list[str], values: np.ndarray, title: str, x_title: str) -> go.
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(title=x_title)
     return _layout(fig, title, 140 + 28 * len(labels))
+
+
+def effect_bars(promoted: list[str], promoted_values: np.ndarray, suppressed: list[str],
+                suppressed_values: np.ndarray) -> go.Figure:
+    """Two bar charts side by side in one figure: the tokens a direction raises and lowers most."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Promotes", "Suppresses"), horizontal_spacing=0.18)
+    for col, (labels, values) in enumerate(((promoted, promoted_values), (suppressed, suppressed_values)), 1):
+        fig.add_trace(go.Bar(x=values, y=[safe(t) for t in labels], orientation="h", showlegend=False,
+                             marker_color=["#e66101" if v >= 0 else "#2166ac" for v in values],
+                             hovertemplate="%{y}: %{x:.3f}<extra></extra>"), 1, col)
+        fig.update_yaxes(autorange="reversed", type="category", row=1, col=col)
+        fig.update_xaxes(title="logit change", row=1, col=col)
+    return _layout(fig, "", 120 + 28 * max(len(promoted), len(suppressed)))

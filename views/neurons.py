@@ -71,15 +71,12 @@ def _explore(cap: Capture, effect: Effect, script_url: str) -> None:
                                      value=int(neuron), key=f"neuron_id_{layer}"))
         st.markdown(f"**Neuron {chosen} on every token** (orange: positive, blue: negative)")
         st.iframe(circuits.colored_tokens_html(cap.tokens, acts[:, chosen], script_url),
-                        height=110 + 8 * min(cap.n_tokens, 60))
+                        height=circuits.text_height(cap.tokens, chars_per_line=50))
         _effect(effect(layer, chosen, position), cap.tokens[position])
 
 
 def _effect(result: NeuronEffect, token: str) -> None:
     st.markdown(f"**What neuron {result.neuron} writes**: change in next-token scores after "
                 f"{md_escape(repr(visible(token)))} per unit of activation")
-    left, right = st.columns(2)
-    left.plotly_chart(figures.bars(result.promoted, result.promoted_values, "Promotes", "logit change"),
-                      width="stretch", key="neuron_promotes")
-    right.plotly_chart(figures.bars(result.suppressed, result.suppressed_values, "Suppresses", "logit change"),
-                       width="stretch", key="neuron_suppresses")
+    st.plotly_chart(figures.effect_bars(result.promoted, result.promoted_values, result.suppressed,
+                                        result.suppressed_values), width="stretch", key="neuron_effect")
