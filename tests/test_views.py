@@ -122,3 +122,20 @@ def test_trajectory_rank_axis_ticks_at_powers_of_ten():
     fig = figures.trajectory(np.array([0.1, 0.5]), np.array([420, 1]), np.zeros(2), np.zeros(2), " Paris")
     axis = fig.layout.yaxis2
     assert list(axis.tickvals) == [1, 10, 100, 1000] and axis.type == "log"
+
+
+def test_reader_sentence_names_what_a_token_reads():
+    tokens = ["<s>", " apple", " door", " apple"]
+    assert captions.reader_sentence(tokens, np.array([0.05, 0.1, 0.6, 0.25]), 4, 2) == (
+        "In head 4.2, ' apple' (position 3) reads mostly ' door' at position 2 (60%), "
+        "then ' apple' at position 3 (25%).")
+    assert captions.reader_sentence(tokens[:1], np.array([1.0]), 1, 1) == (
+        "In head 1.1, '<s>' (position 0) reads mostly '<s>' at position 0 (100%).")
+
+
+def test_token_shares_run_from_zero_to_the_largest_share():
+    html = circuits.token_shares_html(["a", HOSTILE], np.array([0.3, 0.7]))
+    props = json.loads(html.split("CircuitsVis.ColoredTokens, ", 1)[1].rsplit(");</script>", 1)[0])
+    assert props["minValue"] == 0.0 and props["maxValue"] == 0.7 and props["values"] == [0.3, 0.7]
+    assert props["tokens"][1] == markup_free(HOSTILE)
+    assert circuits.text_height(["ab"] * 10) < circuits.text_height(["ab"] * 200)
