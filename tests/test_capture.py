@@ -21,6 +21,7 @@ from backend import (
 )
 from backend import lens as lens_module
 from backend.hooks import hook_count
+from backend.readout import readout
 from tests.tiny import FAMILY_BY_NAME, build
 
 HOSTILE = [
@@ -151,14 +152,19 @@ def brute_force(lm, cap, layer):
     return torch.from_numpy(lens_logits(lm, cap, layer)).log_softmax(-1)
 
 
-def test_lens_summary_matches_brute_force(gpt2, monkeypatch):
-    cap = capture(gpt2, "The capital of France is Paris, and the capital of Spain is")
-    monkeypatch.setattr(lens_module, "CHUNK_VALUES", cap.logits.shape[1] * 3)  # 3 positions a chunk
-    summary = lens_summary(gpt2, cap, k=4)
+@pytest.mark.parametrize("family", ["gpt2", "gemma2", "opt", "cohere"])
+def test_lens_summary_matches_brute_force(family, gpt2, tmp_path, monkeypatch):
+    # gpt2 takes the fast in-place readout; soft-capping (gemma2), project_out (opt) and a
+    # logit scale (cohere) take the general one
+    lm = gpt2 if family == "gpt2" else load_model(build(FAMILY_BY_NAME[family], tmp_path), device="cpu")
+    cap = capture(lm, "The capital of France is Paris, and the capital of Spain is")
+    monkeypatch.setattr(lens_module, "CHUNK_VALUES", cap.logits.shape[1] * 5)  # 5 positions a chunk
+    monkeypatch.setattr(lens_module, "BLOCK_VALUES", cap.logits.shape[1] * 2)  # in blocks of 2
+    summary = lens_summary(lm, cap, k=4)
     final = torch.from_numpy(cap.logits).log_softmax(-1)
     target = final.argmax(-1)
     for layer in range(cap.n_layers + 1):
-        logp = brute_force(gpt2, cap, layer)
+        logp = brute_force(lm, cap, layer)
         p = logp.exp()
         values, ids = logp.sort(-1, descending=True)
         np.testing.assert_array_equal(summary.top_ids[layer], ids[:, :4].numpy())
@@ -172,10 +178,31 @@ def test_lens_summary_matches_brute_force(gpt2, monkeypatch):
                                    p.gather(-1, target[:, None])[:, 0].numpy(), atol=1e-6)
     np.testing.assert_allclose(summary.kl_to_final[-1], 0.0, atol=1e-5)
     for token_id, text in zip(summary.top_ids.flat, summary.top_tokens.flat, strict=True):
-        if token_id >= len(gpt2.tokenizer):
+        if token_id >= len(lm.tokenizer):
             assert text == f"[id {token_id}]"
-        elif gpt2.tokenizer.decode([int(token_id)]).isascii():
-            assert text == gpt2.tokenizer.decode([int(token_id)])
+        elif lm.tokenizer.decode([int(token_id)]).isascii():
+            assert text == lm.tokenizer.decode([int(token_id)])
+
+
+def test_in_place_readout_equals_the_modules(gpt2, tmp_path):
+    cap = capture(gpt2, "one two three four")
+    buffer = torch.full((cap.n_tokens, cap.logits.shape[1]), float("nan"))
+    scratch = torch.full((cap.logits.shape[1], cap.n_tokens), float("nan"))
+    for layer in range(cap.n_layers + 1):
+        reference = readout(gpt2, cap.resid[layer])
+        fast = readout(gpt2, cap.resid[layer], out=buffer)
+        assert fast.data_ptr() == buffer.data_ptr()  # written in place
+        torch.testing.assert_close(fast, reference, rtol=2e-6, atol=1e-6)  # a few float32 ulps
+        buffer.fill_(float("nan"))
+        fast = readout(gpt2, cap.resid[layer], out=buffer, scratch=scratch)  # weight @ rows.T, transposed
+        assert fast.data_ptr() == buffer.data_ptr()
+        torch.testing.assert_close(fast, reference, rtol=2e-6, atol=1e-6)  # a few float32 ulps
+    capped = load_model(build(FAMILY_BY_NAME["gemma2"], tmp_path), device="cpu")
+    cap = capture(capped, "one two three four")
+    buffer = torch.empty((cap.n_tokens, cap.logits.shape[1]))
+    general = readout(capped, cap.resid[-1], out=buffer)  # soft-capping: the model's own path
+    assert general.data_ptr() != buffer.data_ptr()
+    np.testing.assert_allclose(general.numpy(), cap.logits, atol=1e-5)
 
 
 def test_token_trajectory_matches_brute_force(gpt2):
