@@ -25,8 +25,8 @@ from backend import (
 )
 from backend.heads import HeadScores, head_scores
 from backend.neurons import NeuronEffect, neuron_effect
-from views import attention, circuits, lens, neurons
-from views.display import md_escape, visible
+from views import attention, circuits, figures, lens, neurons
+from views.display import md_escape, quoted, visible
 
 st.set_page_config(page_title="Model X-ray", page_icon="🩻", layout="wide")
 
@@ -164,13 +164,13 @@ def prompt_box() -> str:
 
 def header(cap: Capture, summary: LensSummary) -> None:
     """What the model read and what it would say next."""
-    guess = summary.top_tokens[-1, -1, 0]
-    prob = float(summary.top_probs[-1, -1, 0])
-    left, right = st.columns([3, 1])
+    left, right = st.columns([2, 1])
     left.markdown(f"The model reads **{cap.n_tokens} tokens** (the pieces it splits text into):")
     left.text(" | ".join(visible(t) for t in cap.tokens))  # plain text: no syntax highlighter to load
-    right.metric("Its guess for the next token", md_escape(visible(guess)))  # the value is markdown
-    right.caption(f"{prob:.0%} likely")
+    right.markdown(f"**Its guess for the next token**: {md_escape(quoted(summary.top_tokens[-1, -1, 0]))} "
+                   f"({float(summary.top_probs[-1, -1, 0]):.0%}), then:")
+    right.plotly_chart(figures.guesses(list(summary.top_tokens[-1, -1]), summary.top_probs[-1, -1]),
+                       width="stretch", key="next_token_guesses", config={"displayModeBar": False})
 
 
 def load_or_explain(settings: Settings) -> LoadedModel | None:

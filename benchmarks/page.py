@@ -3,7 +3,7 @@
 Starts ``streamlit run app.py`` on the bundled demo model, opens it once to load the
 model, then measures:
 
-- opening ``/?prompt=...`` (about 64 tokens) until every view is drawn (all seven plotly
+- opening ``/?prompt=...`` (about 64 tokens) until every view is drawn (all eight plotly
   charts and both CircuitsVis frames rendered), in a browser that never saw the page and
   in a new tab of one that opened the app before (its HTTP cache holds the page code);
 - a selection change in the logit-lens view until its fragment has redrawn;
@@ -31,8 +31,8 @@ from transformers import AutoTokenizer  # noqa: E402
 from benchmarks.capture_overhead import prompt_of  # noqa: E402
 from tests.browser import app_url, browser_page, open_tab, streamlit_app  # noqa: E402
 
-PLOTS = ["attention_grid", "attention_head_map", "lens_map", "lens_trajectory", "neuron_map",
-         "neuron_token_bars", "neuron_effect"]  # every plotly chart of the three views, by key
+PLOTS = ["next_token_guesses", "attention_grid", "attention_head_map", "lens_map", "lens_trajectory", "neuron_map",
+         "neuron_token_bars", "neuron_effect"]  # every plotly chart on the page, by key
 FRAMES = 2  # CircuitsVis: what one token reads; one neuron on every token
 ALL_DRAWN = """([plots, frames]) =>
   plots.every(key => document.querySelector('.st-key-' + key + ' .main-svg'))
@@ -86,12 +86,14 @@ def main() -> None:
     with streamlit_app() as base, sync_playwright() as playwright, \
             browser_page(playwright=playwright) as (returning, _):
         open_and_draw(returning, app_url(base, "warm up: load the model"))  # and fill this browser's cache
+        context = returning.context
+        returning.close()  # an open Streamlit tab keeps working in the background
         for i in range(args.rounds):
             with browser_page(playwright=playwright) as (page, _):  # a browser that never saw the page
                 cold.append(open_and_draw(page, app_url(base, prompts[2 * i])))
                 open_tab(page, "Logit lens")
                 redraws.append(selection_redraw(page, 5 + i))
-            page = returning.context.new_page()  # a new tab in a browser that opened the app before
+            page = context.new_page()  # a new tab in a browser that opened the app before
             warm.append(open_and_draw(page, app_url(base, prompts[2 * i + 1])))
             page.close()
         ws, http = bytes_per_run(base, prompt_of(tokenizer, 128), playwright)

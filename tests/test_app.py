@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -61,7 +62,8 @@ def test_every_view_renders(model_dir):
     assert_usable(at)
     assert not errors(at)
     assert [t.label for t in at.tabs] == ["👀 Attention", "🔍 Logit lens", "⚡ Neurons"]
-    assert plotly_count(at) == 7  # head grid, head map, lens map, trajectory, neuron map, token bars, effect
+    assert plotly_count(at) == 8  # next-token guesses, head grid, head map, lens map, trajectory, neuron map,
+    # token bars, effect
     frames = iframes(at)
     assert len(frames) == 2  # what one token reads; one neuron on every token
     assert all("CircuitsVis.ColoredTokens" in html for html in frames)
@@ -198,9 +200,27 @@ def test_opens_on_the_bundled_model_with_an_example():
     assert at.text_area(key="prompt").value == "The capital of France is"
     assert at.selectbox(key="model_pick").value.startswith("Bundled demo model")
     assert "xray\\-demo" in at.sidebar.markdown[0].value
-    assert at.metric[0].value == " Paris"
+    guess = next(m.value for m in at.markdown if "guess for the next token" in m.value)
+    assert "' Paris'" in guess
+    # the header's bars are the model's own top five, checked against transformers directly
+    from backend import BUNDLED_MODEL
+    model = AutoModelForCausalLM.from_pretrained(BUNDLED_MODEL)
+    tokenizer = backend.load_model().tokenizer
+    ids = torch.from_numpy(backend.capture(backend.load_model(), "The capital of France is").token_ids)[None]
+    with torch.no_grad():
+        want = model(ids).logits[0, -1].softmax(-1).topk(5)
+    bars = json.loads(next(e.proto.spec for e in at.main if getattr(e, "type", "") == "plotly_chart"))["data"][0]
+    np.testing.assert_allclose(plotly_values(bars["x"]), want.values.numpy(), atol=1e-5)
+    assert bars["y"] == [tokenizer.decode([int(i)]) for i in want.indices]
     lens_caption = next(m.value for m in at.markdown if "becomes the top guess" in m.value).replace("\\", "")
     assert lens_caption.startswith("**' Paris' becomes the top guess") and "climbs from rank" in lens_caption
+
+
+def plotly_values(data) -> np.ndarray:
+    """A plotly trace array, whether plain JSON or plotly's base64 typed array."""
+    if isinstance(data, dict):
+        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=np.dtype(data["dtype"]))
+    return np.asarray(data, dtype=float)
 
 
 def circuits_props(html: str, component: str) -> dict:

@@ -112,6 +112,19 @@ def neuron_heatmap(values: np.ndarray, neuron_ids: np.ndarray, tokens: list[str]
     return _layout(fig, f"Most active neurons of layer {layer + 1}", 200 + 24 * len(neuron_ids))
 
 
+def guesses(tokens: list[str], probs: np.ndarray) -> go.Figure:
+    """The model's top next-token guesses as compact bars labelled with their probability."""
+    labels = [safe(t) for t in tokens]
+    fig = go.Figure(go.Bar(x=probs, y=labels, orientation="h", marker_color="#0072b2",
+                           text=[f"{p:.0%}" for p in probs], textposition="outside", cliponaxis=False,
+                           hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(visible=False, range=[0, max(float(probs.max()), 1e-9) * 1.35])
+    fig.update_layout(font=FONT, height=40 + 30 * len(tokens), margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      hoverlabel={"font_size": 15})
+    return fig
+
+
 def bars(labels: list[str], values: np.ndarray, title: str, x_title: str) -> go.Figure:
     """Horizontal bars, largest at the top; signed values coloured blue or orange."""
     colours = ["#e66101" if v >= 0 else "#2166ac" for v in values]
