@@ -231,8 +231,9 @@ def test_reading_token_and_all_heads_show_the_models_attention(model_dir):
     prompt = "one two three one two three"
     at = run_app(prompt, model_dir)
     at.selectbox(key="attention_query").select(4).run()
-    layer = at.selectbox(key="attention_layer_induction").value
-    head = at.selectbox(key="attention_head_induction").value
+    score = at.selectbox(key="attention_score").value
+    layer = at.selectbox(key=f"attention_layer_{score}").value
+    head = at.selectbox(key=f"attention_head_{score}").value
     model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager")
     ids = torch.from_numpy(backend.capture(backend.load_model(model_dir, device="cpu"), prompt).token_ids)[None]
     with torch.no_grad():
@@ -248,3 +249,11 @@ def test_reading_token_and_all_heads_show_the_models_attention(model_dir):
     props = circuits_props(heads[0], "AttentionHeads")
     np.testing.assert_allclose(props["attention"], reference, atol=1e-3)
     assert props["attentionHeadNames"] == [f"{layer}.{h + 1}" for h in range(reference.shape[0])]
+
+
+def test_attention_opens_on_the_behaviour_the_prompt_shows():
+    at = run_app("apple river lamp cloud seven green door apple river lamp cloud seven green", "demo")
+    assert at.selectbox(key="attention_score").value == "induction"  # the demo model's induction head
+    assert at.selectbox(key="attention_layer_induction").value == 4
+    reader = circuits_props(iframes(at)[0], "ColoredTokens")
+    assert reader["tokens"][int(np.argmax(reader["values"]))] == " door"  # ' green' reads what followed 'green'

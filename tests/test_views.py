@@ -83,6 +83,13 @@ def scores_with(**values) -> HeadScores:
     return HeadScores(**base)
 
 
+def test_clearest_behaviour_follows_the_thresholds():
+    assert captions.clearest_behaviour(scores_with(induction=np.full((2, 3), 0.35))) == "induction"
+    assert captions.clearest_behaviour(scores_with(induction=np.full((2, 3), 0.25),
+                                                   previous_token=np.full((2, 3), 0.45))) == "previous_token"
+    assert captions.clearest_behaviour(scores_with(induction=np.full((2, 3), np.nan))) == "first_token"
+
+
 def test_attention_sentence_picks_the_clearest_behaviour():
     induction = np.zeros((2, 3), np.float32)
     induction[1, 2] = 0.9

@@ -42,8 +42,10 @@ def _top_head(score: np.ndarray, name: str) -> tuple[int, int]:
 def _explore(cap: Capture, scores: HeadScores, script_url: str) -> None:
     grid_col, head_col = st.columns([2, 3])
     with grid_col:
-        name = st.selectbox("Score every head by", list(SCORE_NAMES), format_func=SCORE_NAMES.get,
-                            key="attention_score")
+        names = list(SCORE_NAMES)
+        name = st.selectbox("Score every head by", names, index=names.index(captions.clearest_behaviour(scores)),
+                            format_func=SCORE_NAMES.get, key="attention_score",
+                            help="Starts on the behaviour this prompt shows most clearly.")
         score = scores.get(name)
         if np.isnan(score).all():
             st.info("This prompt has no repeated token, so there is nothing to score. "

@@ -27,21 +27,31 @@ def lens_sentence(summary: LensSummary, position: int) -> str:
     return f"{token} becomes the top guess at layer {layer} of {n_layers} and ends at {prob:.0%}; {climb}."
 
 
+INDUCTION_CLEAR, PREVIOUS_CLEAR = 0.3, 0.4  # shares of attention that make a behaviour worth naming
+
+
+def clearest_behaviour(scores: HeadScores) -> str:
+    """The head score (a key of ``SCORE_NAMES``) that this prompt shows most clearly."""
+    if np.nan_to_num(scores.induction, nan=0.0).max() >= INDUCTION_CLEAR:
+        return "induction"
+    if np.nan_to_num(scores.previous_token, nan=0.0).max() >= PREVIOUS_CLEAR:
+        return "previous_token"
+    return "first_token"
+
+
 def attention_sentence(scores: HeadScores) -> str:
     """Names the clearest head behaviour in this prompt."""
-    induction = np.nan_to_num(scores.induction, nan=0.0)
-    if induction.max() >= 0.3:
-        layer, head = np.unravel_index(induction.argmax(), induction.shape)
+    behaviour = clearest_behaviour(scores)
+    score = np.nan_to_num(scores.get(behaviour), nan=0.0)
+    layer, head = np.unravel_index(score.argmax(), score.shape)
+    if behaviour == "induction":
         return (f"Head {layer + 1}.{head + 1} acts as an induction head here: when a token "
                 "repeats, it looks at the word that followed the earlier copy "
-                f"({induction.max():.0%} of its attention), which lets the model continue a pattern.")
-    previous = np.nan_to_num(scores.previous_token, nan=0.0)
-    if previous.max() >= 0.4:
-        layer, head = np.unravel_index(previous.argmax(), previous.shape)
+                f"({score.max():.0%} of its attention), which lets the model continue a pattern.")
+    if behaviour == "previous_token":
         return (f"Head {layer + 1}.{head + 1} mostly reads the token just before the current one "
-                f"({previous.max():.0%} of its attention).")
-    sink = np.nan_to_num(scores.first_token, nan=0.0)
-    share = float((sink > 0.5).mean())
+                f"({score.max():.0%} of its attention).")
+    share = float((score > 0.5).mean())
     return (f"{share:.0%} of heads park most of their attention on the first token, a common "
             "'resting place' when a head has nothing useful to read.")
 
