@@ -154,8 +154,8 @@ def brute_force(lm, cap, layer):
 
 @pytest.mark.parametrize("family", ["gpt2", "gemma2", "opt", "cohere"])
 def test_lens_summary_matches_brute_force(family, gpt2, tmp_path, monkeypatch):
-    # gpt2 takes the fast in-place readout; soft-capping (gemma2), project_out (opt) and a
-    # logit scale (cohere) take the general one
+    # gpt2 and opt (its project_out first) take the fast in-place readout; soft-capping
+    # (gemma2) and a logit scale (cohere) take the general one
     lm = gpt2 if family == "gpt2" else load_model(build(FAMILY_BY_NAME[family], tmp_path), device="cpu")
     cap = capture(lm, "The capital of France is Paris, and the capital of Spain is")
     monkeypatch.setattr(lens_module, "CHUNK_VALUES", cap.logits.shape[1] * 5)  # 5 positions a chunk
