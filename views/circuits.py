@@ -77,7 +77,7 @@ def colored_tokens_html(tokens: list[str], values: np.ndarray, script_url: str =
     return component_html("ColoredTokens", props, script_url)
 
 
-def text_height(tokens: list[str], chars_per_line: int = 110) -> int:
+def text_height(tokens: list[str], chars_per_line: int = 125) -> int:
     """Pixel height for a frame of coloured tokens: their wrapped lines plus room for the hover box."""
     chars = sum(len(markup_free(t)) + 1 for t in tokens)
     return 70 + 30 * max(1, -(-chars // chars_per_line))
