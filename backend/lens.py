@@ -234,9 +234,9 @@ def token_trajectory(lm: LoadedModel, cap: Capture, token_id: int,
     pos_all = _positions(cap, positions)
     probs = np.zeros((cap.n_layers + 1, len(pos_all)), np.float32)
     ranks = np.zeros((cap.n_layers + 1, len(pos_all)), np.int64)
-    size = min(len(pos_all), max(1, CHUNK_VALUES // vocab))
-    work = _Workspace(size, vocab) if size else None
-    for start in range(0, len(pos_all), size or 1):
+    size = max(1, min(len(pos_all), CHUNK_VALUES // vocab))
+    work = _Workspace(size, vocab)
+    for start in range(0, len(pos_all), size):
         cols = slice(start, min(len(pos_all), start + size))
         for layer in range(cap.n_layers + 1):
             logits = _gathered_logits(lm, cap, layer, pos_all[cols], work)

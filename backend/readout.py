@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -23,16 +25,24 @@ def readout_tensor(lm: LoadedModel, x: torch.Tensor) -> torch.Tensor:
     half-precision model reproduces its own logits exactly. Sets no grad mode, so
     ``torch.func`` transforms can differentiate through it.
     """
+    x = _run(_head_steps(lm) + [lm.anatomy.unembed], x, lm.input_device)
+    for transform in lm.anatomy.after_unembed:
+        x = transform(x)
+    return x.float()
+
+
+def _head_steps(lm: LoadedModel) -> list[nn.Module | Callable[[torch.Tensor], torch.Tensor]]:
+    """What runs between the residual stream and the unembedding: final norm, then e.g. OPT's project_out."""
     anatomy = lm.anatomy
-    device = lm.input_device
-    steps = ([anatomy.final_norm] if anatomy.final_norm is not None else []) \
-        + list(anatomy.before_unembed) + [anatomy.unembed]
+    return ([anatomy.final_norm] if anatomy.final_norm is not None else []) + list(anatomy.before_unembed)
+
+
+def _run(steps: list, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Each step on its own module's device and dtype (a step without parameters stays put)."""
     for step in steps:
         device, dtype = _placement(step, device)
         x = step(x.to(device=device, dtype=dtype or x.dtype))
-    for transform in anatomy.after_unembed:
-        x = transform(x)
-    return x.float()
+    return x
 
 
 def readout(lm: LoadedModel, resid: np.ndarray, out: torch.Tensor | None = None,
@@ -52,11 +62,7 @@ def readout(lm: LoadedModel, resid: np.ndarray, out: torch.Tensor | None = None,
         unembed = lm.anatomy.unembed
         if out is None or not _plain_cpu_linear(lm, unembed) or out.shape != (x.shape[0], unembed.out_features):
             return readout_tensor(lm, x)
-        anatomy = lm.anatomy
-        for step in ([anatomy.final_norm] if anatomy.final_norm is not None else []) + list(anatomy.before_unembed):
-            device, dtype = _placement(step, x.device)
-            x = step(x.to(device=device, dtype=dtype or x.dtype))
-        x = x.to(device="cpu", dtype=torch.float32)
+        x = _run(_head_steps(lm), x, x.device).to(device="cpu", dtype=torch.float32)
         if scratch is not None and scratch.shape == out.shape[::-1]:
             if unembed.bias is None:
                 torch.mm(unembed.weight, x.t(), out=scratch)

@@ -127,12 +127,17 @@ def guesses(tokens: list[str], probs: np.ndarray) -> go.Figure:
 
 def bars(labels: list[str], values: np.ndarray, title: str, x_title: str) -> go.Figure:
     """Horizontal bars, largest at the top; signed values coloured blue or orange."""
-    colours = ["#e66101" if v >= 0 else "#2166ac" for v in values]
-    fig = go.Figure(go.Bar(x=values, y=[safe(t) for t in labels], orientation="h", marker_color=colours,
-                           hovertemplate="%{y}: %{x:.3f}<extra></extra>"))
+    fig = go.Figure(_signed_bar(labels, values))
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(title=x_title)
     return _layout(fig, title, 140 + 28 * len(labels))
+
+
+def _signed_bar(labels: list[str], values: np.ndarray) -> go.Bar:
+    """Horizontal bars, orange for positive values and blue for negative ones."""
+    return go.Bar(x=values, y=[safe(t) for t in labels], orientation="h", showlegend=False,
+                  marker_color=[SIGNED[-1][1] if v >= 0 else SIGNED[0][1] for v in values],
+                  hovertemplate="%{y}: %{x:.3f}<extra></extra>")
 
 
 def effect_bars(promoted: list[str], promoted_values: np.ndarray, suppressed: list[str],
@@ -140,9 +145,7 @@ def effect_bars(promoted: list[str], promoted_values: np.ndarray, suppressed: li
     """Two bar charts side by side in one figure: the tokens a direction raises and lowers most."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Promotes", "Suppresses"), horizontal_spacing=0.18)
     for col, (labels, values) in enumerate(((promoted, promoted_values), (suppressed, suppressed_values)), 1):
-        fig.add_trace(go.Bar(x=values, y=[safe(t) for t in labels], orientation="h", showlegend=False,
-                             marker_color=["#e66101" if v >= 0 else "#2166ac" for v in values],
-                             hovertemplate="%{y}: %{x:.3f}<extra></extra>"), 1, col)
+        fig.add_trace(_signed_bar(labels, values), 1, col)
         fig.update_yaxes(autorange="reversed", type="category", row=1, col=col)
         fig.update_xaxes(title="logit change", row=1, col=col)
     return _layout(fig, "", 120 + 28 * max(len(promoted), len(suppressed)))
