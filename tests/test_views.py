@@ -24,6 +24,7 @@ def test_visible_shows_invisible_characters():
 def test_safe_and_markup_free_leave_no_markup():
     assert "<" not in safe(HOSTILE) and ">" not in safe(HOSTILE)
     assert safe("<b>&") == "&lt;b&gt;&amp;"
+    assert safe('."') == '."' and safe("it's") == "it's"  # plotly shows &quot; literally
     assert markup_free(HOSTILE) == "‹/script›‹img src=x onerror=alert(1)›"
     assert markup_free("a & b") == "a ＆ b"
 

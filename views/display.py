@@ -28,8 +28,12 @@ def visible(token: str) -> str:
 
 
 def safe(token: str) -> str:
-    """``visible`` then HTML-escaped: for plotly labels and circuitsvis, which read HTML."""
-    return html.escape(visible(token), quote=True)
+    """``visible`` then HTML-escaped: for plotly labels, which read HTML.
+
+    Quotes stay as they are: with ``<`` escaped no tag (and so no attribute) can open, and
+    plotly would show ``&quot;`` literally, as it knows only a few named entities.
+    """
+    return html.escape(visible(token), quote=False)
 
 
 LOOKALIKES = str.maketrans({"<": "‹", ">": "›", "&": "＆"})
