@@ -25,7 +25,7 @@ from backend import (
 )
 from backend.heads import HeadScores, head_scores
 from backend.neurons import NeuronEffect, neuron_effect
-from views import attention, circuits, figures, lens, neurons
+from views import attention, circuits, coloured, lens, neurons
 from views.display import md_escape, quoted, visible
 
 st.set_page_config(page_title="Model X-ray", page_icon="🩻", layout="wide")
@@ -153,9 +153,9 @@ def prompt_box() -> str:
     if "prompt" not in st.session_state:
         st.session_state.prompt = st.query_params.get("prompt", DEFAULT_PROMPT)[:MAX_PROMPT_CHARS]
     st.caption("Try an example:")
-    columns = st.columns(len(EXAMPLES))
-    for column, (label, text) in zip(columns, EXAMPLES.items(), strict=True):
-        column.button(label, on_click=set_example, args=(text,), width="stretch")
+    row = st.container(horizontal=True)  # one flex row: lighter to draw than a column per button
+    for label, text in EXAMPLES.items():
+        row.button(label, on_click=set_example, args=(text,))
     prompt = st.text_area("Prompt", key="prompt", height=90, max_chars=MAX_PROMPT_CHARS,
                           help="Press Ctrl+Enter (or click outside the box) to look inside again.")
     st.button("Look inside ▶", type="primary")
@@ -169,8 +169,8 @@ def header(cap: Capture, summary: LensSummary) -> None:
     left.text(" | ".join(visible(t) for t in cap.tokens))  # plain text: no syntax highlighter to load
     right.markdown(f"**Its guess for the next token**: {md_escape(quoted(summary.top_tokens[-1, -1, 0]))} "
                    f"({float(summary.top_probs[-1, -1, 0]):.0%}), then:")
-    right.plotly_chart(figures.guesses(list(summary.top_tokens[-1, -1]), summary.top_probs[-1, -1]),
-                       width="stretch", key="next_token_guesses", config={"displayModeBar": False})
+    with right:
+        st.html(coloured.guesses_html(list(summary.top_tokens[-1, -1]), summary.top_probs[-1, -1]))
 
 
 def load_or_explain(settings: Settings) -> LoadedModel | None:

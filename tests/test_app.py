@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import backend
+from tests.spans import token_spans
 from tests.tiny import FAMILY_BY_NAME, build, tiny_tokenizer
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -44,6 +45,17 @@ def iframes(at: AppTest) -> list[str]:
     return [e.proto.srcdoc for e in at.main if getattr(e, "type", "") == "iframe"]
 
 
+def html_view(at: AppTest, view: str) -> str:
+    """The ``st.html`` element marked ``data-view="<view>"``."""
+    (markup,) = [e.proto.body for e in at.main if getattr(e, "type", "") == "html" and f'data-view="{view}"' in e.proto.body]
+    return markup
+
+
+def reader_spans(at: AppTest) -> list:
+    """What one token reads: the coloured tokens of the attention view."""
+    return token_spans(html_view(at, "token-reads"))
+
+
 def plotly_count(at: AppTest) -> int:
     return sum(1 for e in at.main if getattr(e, "type", "") == "plotly_chart")
 
@@ -62,11 +74,13 @@ def test_every_view_renders(model_dir):
     assert_usable(at)
     assert not errors(at)
     assert [t.label for t in at.tabs] == ["👀 Attention", "🔍 Logit lens", "⚡ Neurons"]
-    assert plotly_count(at) == 8  # next-token guesses, head grid, head map, lens map, trajectory, neuron map,
-    # token bars, effect
+    assert plotly_count(at) == 7  # head grid, head map, lens map, trajectory, neuron map, token bars, effect
     frames = iframes(at)
-    assert len(frames) == 2  # what one token reads; one neuron on every token
+    assert len(frames) == 1  # one neuron on every token
     assert all("CircuitsVis.ColoredTokens" in html for html in frames)
+    reader = reader_spans(at)  # the last token reads, by default: every token is shown
+    assert "".join(span.text for span in reader).replace("␣", " ") == shown_tokens(at)
+    assert sum(span.value for span in reader) == pytest.approx(1.0, abs=1e-4)
     assert at.toggle(key="attention_all_heads").value is False  # the heavy all-heads frame waits to be asked
     for html in frames:
         assert '<script src="/app/static/circuitsvis-' in html
@@ -170,6 +184,10 @@ def test_hostile_prompt_is_only_text(model_dir):
         assert body.count("</script>") == 1  # only the template's own closing tag
     for markdown in at.markdown:
         assert "<img" not in markdown.value and "](http" not in markdown.value
+    token_spans(html_view(at, "next-token-guesses"))  # fails on any tag but its own divs and spans
+    reader = html_view(at, "token-reads")
+    assert "<img" not in reader and "<script" not in reader and "</script" not in reader and "&lt;" in reader
+    assert "".join(span.text for span in reader_spans(at)).replace("␣", " ") == shown_tokens(at)
     assert "</script><img src=x" in shown_tokens(at)  # shown as plain text
 
 
@@ -184,7 +202,10 @@ def test_selection_changes_never_rerun_the_model(model_dir, monkeypatch):
     monkeypatch.setattr(backend, "capture", counted)
     at = run_app("a fresh prompt for counting runs one two one two", model_dir)
     assert len(calls) == 1
+    lens_sentences = lambda: sum("top guess" in m.value and "%" in m.value for m in at.markdown)  # noqa: E731
+    assert lens_sentences() == 1  # the last position's story is told once, at the top of the view
     at.selectbox(key="lens_position").select(3).run()
+    assert lens_sentences() == 2  # another position gets its own sentence above its trajectory
     at.selectbox(key="attention_score").select("previous_token").run()
     at.selectbox(key="neuron_layer").select(0).run()
     at.number_input(key="neuron_id_0").set_value(7).run()
@@ -209,18 +230,14 @@ def test_opens_on_the_bundled_model_with_an_example():
     ids = torch.from_numpy(backend.capture(backend.load_model(), "The capital of France is").token_ids)[None]
     with torch.no_grad():
         want = model(ids).logits[0, -1].softmax(-1).topk(5)
-    bars = json.loads(next(e.proto.spec for e in at.main if getattr(e, "type", "") == "plotly_chart"))["data"][0]
-    np.testing.assert_allclose(plotly_values(bars["x"]), want.values.numpy(), atol=1e-5)
-    assert bars["y"] == [tokenizer.decode([int(i)]) for i in want.indices]
+    bars = token_spans(html_view(at, "next-token-guesses"))
+    np.testing.assert_allclose([bar.value for bar in bars], want.values.numpy(), atol=1e-5)
+    assert [bar.text for bar in bars] == [tokenizer.decode([int(i)]) for i in want.indices]
+    widths = [float(re.search(r"width:([0-9.]+)%", bar) .group(1)) for bar in
+              html_view(at, "next-token-guesses").split("<span data-value")[1:]]
+    np.testing.assert_allclose(widths, want.values.numpy() * 85, atol=0.01)  # bars drawn to one scale
     lens_caption = next(m.value for m in at.markdown if "becomes the top guess" in m.value).replace("\\", "")
     assert lens_caption.startswith("**' Paris' becomes the top guess") and "climbs from rank" in lens_caption
-
-
-def plotly_values(data) -> np.ndarray:
-    """A plotly trace array, whether plain JSON or plotly's base64 typed array."""
-    if isinstance(data, dict):
-        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=np.dtype(data["dtype"]))
-    return np.asarray(data, dtype=float)
 
 
 def circuits_props(html: str, component: str) -> dict:
@@ -238,10 +255,9 @@ def test_reading_token_and_all_heads_show_the_models_attention(model_dir):
     ids = torch.from_numpy(backend.capture(backend.load_model(model_dir, device="cpu"), prompt).token_ids)[None]
     with torch.no_grad():
         reference = model(ids, output_attentions=True).attentions[layer - 1][0].numpy()  # (heads, n, n)
-    reader = circuits_props(iframes(at)[0], "ColoredTokens")
-    assert len(reader["tokens"]) == 5  # the reading token and what precedes it
-    np.testing.assert_allclose(reader["values"], reference[head - 1, 4, :5], atol=1e-4)
-    assert reader["minValue"] == 0.0 and reader["maxValue"] == pytest.approx(reference[head - 1, 4, :5].max(), abs=1e-4)
+    reader = reader_spans(at)
+    assert len(reader) == 5  # the reading token and what precedes it
+    np.testing.assert_allclose([span.value for span in reader], reference[head - 1, 4, :5], atol=1e-5)
 
     at.toggle(key="attention_all_heads").set_value(True).run()
     heads = [html for html in iframes(at) if "CircuitsVis.AttentionHeads" in html]
@@ -255,5 +271,6 @@ def test_attention_opens_on_the_behaviour_the_prompt_shows():
     at = run_app("apple river lamp cloud seven green door apple river lamp cloud seven green", "demo")
     assert at.selectbox(key="attention_score").value == "induction"  # the demo model's induction head
     assert at.selectbox(key="attention_layer_induction").value == 4
-    reader = circuits_props(iframes(at)[0], "ColoredTokens")
-    assert reader["tokens"][int(np.argmax(reader["values"]))] == " door"  # ' green' reads what followed 'green'
+    reader = reader_spans(at)
+    assert reader[int(np.argmax([span.value for span in reader]))].text == " door"  # ' green' reads what
+    # followed the first ' green'

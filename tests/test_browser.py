@@ -57,13 +57,14 @@ def test_every_view_draws_offline(server):
     with browser_page(height=2600) as (page, requests):
         page.goto(app_url(server, "The capital of France is Paris. The capital of Spain is", MODEL))
         wait_for_views(page)
-        wait_for_circuits(page, 2)
-        reader = frame_with(page, "ColoredTokens")
-        reader.wait_for_function("() => document.body.innerText.includes('Spain')", timeout=15_000)
+        wait_for_circuits(page, 1)  # the neuron's frame, drawn in its hidden tab
+        reader = page.locator("[data-view=token-reads]")  # what one token reads, in the page itself
+        assert "Spain" in reader.inner_text() and reader.locator("span[data-value]").count() >= 10
+        assert page.locator("[data-view=next-token-guesses] span[data-value]").count() == 5
         assert visible_plots(page) >= 2
         page.screenshot(path=str(SHOTS / "attention.png"))
         page.get_by_text("Show all").click()  # the all-heads frame draws only when asked
-        wait_for_circuits(page, 3)
+        wait_for_circuits(page, 2)
         heads = frame_with(page, "AttentionHeads")
         heads.wait_for_function("() => document.body.innerText.includes('Head Selector')", timeout=15_000)
         assert canvas_drawn(heads)
@@ -87,7 +88,7 @@ def test_hostile_prompt_runs_no_script(server):
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
         page.goto(app_url(server, HOSTILE, MODEL))
         wait_for_views(page)
-        wait_for_circuits(page, 2)
+        wait_for_circuits(page, 1)
         page.wait_for_timeout(1000)
         assert dialogs == []
         for frame in page.frames:
@@ -95,6 +96,8 @@ def test_hostile_prompt_runs_no_script(server):
         frame_with(page, "ColoredTokens").wait_for_function(
             "() => document.body.innerText.includes('›‹img')", timeout=15_000)
         assert page.main_frame.query_selector_all("img[src=x]") == []
+        reader = page.inner_text("[data-view=token-reads]")  # what one token reads, in the page itself
+        assert "</script><img src=x" in reader.replace("␣", " ")
         assert "</script><img src=x" in page.inner_text("[data-testid=stText]").replace(" | ", "").replace("␣", " ")
         page.screenshot(path=str(SHOTS / "hostile.png"))
         assert requests.outside == []

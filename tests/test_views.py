@@ -6,10 +6,12 @@ import json
 import re
 
 import numpy as np
+import pytest
 
 from backend.heads import HeadScores
 from backend.lens import LensSummary
-from views import captions, circuits, figures
+from views import captions, circuits, coloured, figures
+from tests.spans import token_spans
 from views.display import markup_free, md_escape, position_labels, safe, visible
 
 HOSTILE = "</script><img src=x onerror=alert(1)>"
@@ -102,6 +104,9 @@ def test_attention_sentence_picks_the_clearest_behaviour():
     assert sentence.startswith("Head 1.2 mostly reads the token just before") and "70%" in sentence
     sink = np.array([[0.9, 0.9, 0.1], [0.1, 0.1, 0.1]], np.float32)
     assert captions.attention_sentence(scores_with(first_token=sink)).startswith("33% of heads")
+    weak = np.array([[0.2, 0.1, 0.1], [0.1, 0.32, 0.1]], np.float32)  # no habit anywhere: say so
+    sentence = captions.attention_sentence(scores_with(first_token=weak))
+    assert sentence.startswith("No head shows a clear habit") and sentence.endswith("head 2.2 does most (32% of its attention).")
 
 
 def test_position_labels_are_unique_and_escaped():
@@ -141,9 +146,14 @@ def test_reader_sentence_names_what_a_token_reads():
         "In head 1.1, '<s>' (position 0) reads mostly '<s>' at position 0 (100%).")
 
 
-def test_token_shares_run_from_zero_to_the_largest_share():
-    html = circuits.token_shares_html(["a", HOSTILE], np.array([0.3, 0.7]))
-    props = json.loads(html.split("CircuitsVis.ColoredTokens, ", 1)[1].rsplit(");</script>", 1)[0])
-    assert props["minValue"] == 0.0 and props["maxValue"] == 0.7 and props["values"] == [0.3, 0.7]
-    assert props["tokens"][1] == markup_free(HOSTILE)
-    assert circuits.text_height(["ab"] * 10) < circuits.text_height(["ab"] * 200)
+def test_token_shares_run_from_zero_to_the_largest_share_and_stay_text():
+    spans = token_spans(coloured.shares_html(["a", HOSTILE, " c"], np.array([0.3, 0.6, 0.1])))
+    assert [s.text for s in spans] == ["a", visible(HOSTILE), " c"]  # the hostile token is text, not a tag
+    assert [s.value for s in spans] == [0.3, 0.6, 0.1]
+    alphas = [float(re.search(r"rgba\(230,97,1,([0-9.]+)\)", s.style).group(1)) for s in spans]
+    assert alphas == [0.5, 1.0, pytest.approx(1 / 6, abs=1e-3)]  # orange in proportion to the largest share
+    assert "60.0%" in spans[1].title and "reading token" in spans[2].title and "box-shadow" in spans[2].style
+    assert token_spans(coloured.shares_html(["a"], np.array([0.0])))[0].value == 0.0  # no division by zero
+    assert circuits.text_height(["ab"] * 10, 50) < circuits.text_height(["ab"] * 200, 50)
+
+

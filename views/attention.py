@@ -7,7 +7,7 @@ import streamlit as st
 
 from backend.capture import Capture
 from backend.heads import SCORE_NAMES, HeadScores
-from views import captions, circuits, figures
+from views import captions, circuits, coloured, figures
 from views.display import md_escape, visible
 from views.intro import intro
 
@@ -63,7 +63,7 @@ def _explore(cap: Capture, scores: HeadScores, script_url: str) -> None:
         fig = figures.attention_heatmap(cap.attention[layer - 1, head - 1], cap.tokens,
                                         f"Head {layer}.{head}: who reads whom")
         st.plotly_chart(fig, width="stretch", key="attention_head_map")
-    _reader(cap, layer, head, script_url)
+    _reader(cap, layer, head)
     all_heads = st.toggle(f"Show all {cap.n_heads} heads of layer {layer} side by side (CircuitsVis)",
                           key="attention_all_heads",
                           help="Interactive: hover a token to see what it reads, click a head to enlarge it. "
@@ -75,7 +75,7 @@ def _explore(cap: Capture, scores: HeadScores, script_url: str) -> None:
                   height=1250)  # its zoomed pattern is as tall as the frame is wide
 
 
-def _reader(cap: Capture, layer: int, head: int, script_url: str) -> None:
+def _reader(cap: Capture, layer: int, head: int) -> None:
     """One reading token's attention in the chosen head, as coloured text."""
     st.markdown("##### What one token reads")
     pick, sentence = st.columns([1, 3])
@@ -84,6 +84,6 @@ def _reader(cap: Capture, layer: int, head: int, script_url: str) -> None:
                            help="The token whose attention is shown as colour below.")
     shares = cap.attention[layer - 1, head - 1, query, : query + 1]
     sentence.markdown(md_escape(captions.reader_sentence(cap.tokens, shares, layer, head)) +
-                      " Darker orange means more attention; hover a token for its exact share.")
-    st.iframe(circuits.token_shares_html(cap.tokens[: query + 1], shares, script_url),
-              height=circuits.text_height(cap.tokens[: query + 1]))
+                      " Darker orange means more attention; the reading token is underlined in blue. "
+                      "Hover a token for its exact share.")
+    st.html(coloured.shares_html(cap.tokens[: query + 1], shares))

@@ -52,8 +52,12 @@ def attention_sentence(scores: HeadScores) -> str:
         return (f"Head {layer + 1}.{head + 1} mostly reads the token just before the current one "
                 f"({score.max():.0%} of its attention).")
     share = float((score > 0.5).mean())
-    return (f"{share:.0%} of heads park most of their attention on the first token, a common "
-            "'resting place' when a head has nothing useful to read.")
+    if share > 0:
+        return (f"{share:.0%} of heads park most of their attention on the first token, a common "
+                "'resting place' when a head has nothing useful to read.")
+    return ("No head shows a clear habit on this prompt: none mostly reads the token just before, and none "
+            "mostly rests on the first token. The grid shows how much each head rests there; head "
+            f"{layer + 1}.{head + 1} does most ({score.max():.0%} of its attention).")
 
 
 def reader_sentence(tokens: list[str], shares: np.ndarray, layer: int, head: int) -> str:

@@ -72,25 +72,12 @@ def attention_heads_html(attention: np.ndarray, tokens: list[str], head_names: l
 def colored_tokens_html(tokens: list[str], values: np.ndarray, script_url: str = SCRIPT_URL) -> str:
     """Tokens coloured by one signed value each (e.g. a neuron's activation), symmetric around 0."""
     bound = float(np.abs(values).max()) or 1.0
-    return _colored_tokens(tokens, values, -bound, bound, script_url)
+    props = {"tokens": [markup_free(t) for t in tokens], "values": np.round(values.astype(float), 4).tolist(),
+             "minValue": -bound, "maxValue": bound, "positiveColor": POSITIVE, "negativeColor": NEGATIVE}
+    return component_html("ColoredTokens", props, script_url)
 
 
-def text_height(tokens: list[str], chars_per_line: int = 125) -> int:
+def text_height(tokens: list[str], chars_per_line: int) -> int:
     """Pixel height for a frame of coloured tokens: their wrapped lines plus room for the hover box."""
     chars = sum(len(markup_free(t)) + 1 for t in tokens)
     return 70 + 30 * max(1, -(-chars // chars_per_line))
-
-
-def token_shares_html(tokens: list[str], shares: np.ndarray, script_url: str = SCRIPT_URL) -> str:
-    """Tokens coloured by a share in [0, 1] (e.g. the attention one token pays to each).
-
-    The colour runs from white at 0 to orange at the largest share; hovering shows each value.
-    """
-    top = float(shares.max()) if shares.size else 0.0
-    return _colored_tokens(tokens, shares, 0.0, top or 1.0, script_url)
-
-
-def _colored_tokens(tokens: list[str], values: np.ndarray, low: float, high: float, script_url: str) -> str:
-    props = {"tokens": [markup_free(t) for t in tokens], "values": np.round(values.astype(float), 4).tolist(),
-             "minValue": low, "maxValue": high, "positiveColor": POSITIVE, "negativeColor": NEGATIVE}
-    return component_html("ColoredTokens", props, script_url)

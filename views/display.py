@@ -27,13 +27,16 @@ def visible(token: str) -> str:
     return text if text.strip() else "␣" * len(text) if text else "∅"
 
 
-def safe(token: str) -> str:
-    """``visible`` then HTML-escaped: for plotly labels, which read HTML.
+def safe(token: str, limit: int | None = None) -> str:
+    """``visible`` (cut to ``limit`` characters) then HTML-escaped: for plotly, which reads HTML.
 
     Quotes stay as they are: with ``<`` escaped no tag (and so no attribute) can open, and
     plotly would show ``&quot;`` literally, as it knows only a few named entities.
     """
-    return html.escape(visible(token), quote=False)
+    text = visible(token)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return html.escape(text, quote=False)
 
 
 LOOKALIKES = str.maketrans({"<": "‹", ">": "›", "&": "＆"})
@@ -49,10 +52,13 @@ def markup_free(token: str) -> str:
     return visible(token).translate(LOOKALIKES)
 
 
+LABEL_CHARS = 18  # axis labels cut longer tokens, so charts can reserve their margins in advance
+
+
 def position_labels(tokens: list[str], positions: Iterable[int] | None = None) -> list[str]:
     """Axis labels for ``tokens`` at ``positions`` (default 0, 1, ...); the position keeps repeats apart."""
     positions = range(len(tokens)) if positions is None else positions
-    return [f"{safe(t)} ·{p}" for t, p in zip(tokens, positions, strict=True)]
+    return [f"{safe(t, LABEL_CHARS)} ·{p}" for t, p in zip(tokens, positions, strict=True)]
 
 
 def layer_label(layer: int) -> str:

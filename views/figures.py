@@ -2,24 +2,51 @@
 
 Palettes are colour-blind safe (viridis, cividis, and blue-orange for signed values);
 fonts are large enough for a lecture hall. Token text is escaped: plotly reads HTML.
+
+Margins are reserved here from the label lengths instead of measured by plotly
+(``automargin``): measuring every tick label and drawing again once they fit made
+drawing the page's charts about 40% slower in the browser.
 """
 
 from __future__ import annotations
+
+import html
+from collections.abc import Iterable
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from views.display import layer_label, position_labels, safe
+from views.display import LABEL_CHARS, layer_label, position_labels, safe
 
 FONT = {"size": 15}
+TICK_FONT = {"size": 13}
+GLYPH = 0.62  # a generous average glyph width, in units of the font size
+LINE_PX = 1.3 * FONT["size"]  # one line of title text
+SLANT = np.sin(np.radians(60))  # x labels slanted at -60 degrees rise by this much of their length
+COLORBAR_PX = 110  # right margin holding a colour bar, its tick labels and a short title
 SIGNED = [[0.0, "#2166ac"], [0.5, "#f7f7f7"], [1.0, "#e66101"]]  # blue-white-orange
 
 
-def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
+def text_px(labels: Iterable[object], size: int = TICK_FONT["size"]) -> float:
+    """The width in pixels of the longest label (an HTML entity is one character)."""
+    return GLYPH * size * max((len(html.unescape(str(label))) for label in labels), default=0)
+
+
+def _layout(fig: go.Figure, title: str, height: int, *, left: float, bottom: float, right: float = 10,
+            top: float = 50) -> go.Figure:
+    """Title, fonts and fixed margins; plotly's label measuring (automargin) is off."""
     fig.update_layout(title={"text": title, "font": {"size": 18}}, font=FONT, height=height,
-                      margin={"l": 10, "r": 10, "t": 50, "b": 10}, hoverlabel={"font_size": 15})
+                      margin={"l": round(left), "r": round(right), "t": round(top), "b": round(bottom)},
+                      hoverlabel={"font_size": 15})
+    fig.update_xaxes(automargin=False, tickfont=TICK_FONT)
+    fig.update_yaxes(automargin=False, tickfont=TICK_FONT)
     return fig
+
+
+def _slanted(labels: Iterable[object]) -> float:
+    """The height taken by x tick labels slanted at -60 degrees."""
+    return SLANT * text_px(labels) + TICK_FONT["size"]
 
 
 def head_grid(scores: np.ndarray, title: str, colorbar: str) -> go.Figure:
@@ -32,7 +59,8 @@ def head_grid(scores: np.ndarray, title: str, colorbar: str) -> go.Figure:
         hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>"))
     fig.update_xaxes(title="head", dtick=1)
     fig.update_yaxes(title="layer", dtick=1, autorange="reversed")
-    return _layout(fig, title, 120 + 45 * n_layers)
+    return _layout(fig, title, 120 + 45 * n_layers, left=text_px([n_layers]) + LINE_PX + 25,
+                   bottom=TICK_FONT["size"] + LINE_PX + 25, right=COLORBAR_PX)
 
 
 def attention_heatmap(pattern: np.ndarray, tokens: list[str], title: str) -> go.Figure:
@@ -47,7 +75,8 @@ def attention_heatmap(pattern: np.ndarray, tokens: list[str], title: str) -> go.
     fig.update_xaxes(title="token read (key)", tickangle=-60, type="category")
     fig.update_yaxes(title="reading token (query)", autorange="reversed", type="category")
     side = min(900, 260 + 22 * n)
-    return _layout(fig, title, side)
+    return _layout(fig, title, side, left=text_px(labels) + LINE_PX + 25,
+                   bottom=_slanted(labels) + LINE_PX + 20, right=COLORBAR_PX)
 
 
 def lens_heatmap(top_tokens: np.ndarray, top_probs: np.ndarray, tokens: list[str],
@@ -69,9 +98,10 @@ def lens_heatmap(top_tokens: np.ndarray, top_probs: np.ndarray, tokens: list[str
         hovertemplate="after %{y}, reading " + "%{x}<br>%{customdata}<extra></extra>"))
     fig.update_xaxes(title="position in the prompt (the model predicts what comes next)",
                      tickmode="array", tickvals=list(range(m)), ticktext=labels, tickangle=-60)
-    fig.update_yaxes(title="", tickmode="array", tickvals=list(range(layers)),
-                     ticktext=[layer_label(i) for i in range(layers)])
-    return _layout(fig, "Top guess for the next token, layer by layer", 170 + 48 * layers)
+    names = [layer_label(i) for i in range(layers)]
+    fig.update_yaxes(title="", tickmode="array", tickvals=list(range(layers)), ticktext=names)
+    return _layout(fig, "Top guess for the next token, layer by layer", 170 + 48 * layers,
+                   left=text_px(names) + 15, bottom=_slanted(labels) + LINE_PX + 20, right=COLORBAR_PX)
 
 
 def trajectory(probs: np.ndarray, ranks: np.ndarray, entropy: np.ndarray, kl: np.ndarray,
@@ -94,8 +124,9 @@ def trajectory(probs: np.ndarray, ranks: np.ndarray, entropy: np.ndarray, kl: np
     powers = [10 ** i for i in range(int(np.log10(max(int(ranks.max()), 1))) + 2)]
     fig.update_yaxes(title="rank", type="log", autorange="reversed", tickvals=powers,
                      ticktext=[f"{p:,}" for p in powers], row=1, col=1, secondary_y=True)
-    fig.update_layout(legend={"orientation": "h", "y": -0.2})
-    return _layout(fig, "", 420)
+    fig.update_layout(legend={"orientation": "h", "x": 0, "y": 0, "yanchor": "bottom", "yref": "container"})
+    return _layout(fig, "", 420, left=text_px(["0.8"]) + LINE_PX + 25,
+                   bottom=TICK_FONT["size"] + 2 * LINE_PX + 30, right=text_px([f"{powers[-1]:,}"]) + LINE_PX + 25)
 
 
 def neuron_heatmap(values: np.ndarray, neuron_ids: np.ndarray, tokens: list[str], layer: int,
@@ -108,34 +139,25 @@ def neuron_heatmap(values: np.ndarray, neuron_ids: np.ndarray, tokens: list[str]
         zmin=-bound, zmax=bound, colorscale=SIGNED, colorbar={"title": "activation"},
         hovertemplate="neuron %{y} on %{x}: %{z:.3f}<extra></extra>"))
     fig.update_xaxes(type="category", tickangle=-60)
+    names = [f"#{i}" for i in neuron_ids]
     fig.update_yaxes(title="neuron", type="category", autorange="reversed")
-    return _layout(fig, f"Most active neurons of layer {layer + 1}", 200 + 24 * len(neuron_ids))
-
-
-def guesses(tokens: list[str], probs: np.ndarray) -> go.Figure:
-    """The model's top next-token guesses as compact bars labelled with their probability."""
-    labels = [safe(t) for t in tokens]
-    fig = go.Figure(go.Bar(x=probs, y=labels, orientation="h", marker_color="#0072b2",
-                           text=[f"{p:.0%}" for p in probs], textposition="outside", cliponaxis=False,
-                           hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
-    fig.update_yaxes(autorange="reversed", type="category")
-    fig.update_xaxes(visible=False, range=[0, max(float(probs.max()), 1e-9) * 1.35])
-    fig.update_layout(font=FONT, height=40 + 30 * len(tokens), margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                      hoverlabel={"font_size": 15})
-    return fig
+    return _layout(fig, f"Most active neurons of layer {layer + 1}", 200 + 24 * len(neuron_ids),
+                   left=text_px(names) + LINE_PX + 25, bottom=_slanted(labels) + 15, right=COLORBAR_PX)
 
 
 def bars(labels: list[str], values: np.ndarray, title: str, x_title: str) -> go.Figure:
     """Horizontal bars, largest at the top; signed values coloured blue or orange."""
-    fig = go.Figure(_signed_bar(labels, values))
+    bar = _signed_bar(labels, values)
+    fig = go.Figure(bar)
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(title=x_title)
-    return _layout(fig, title, 140 + 28 * len(labels))
+    return _layout(fig, title, 140 + 28 * len(labels), left=text_px(bar.y) + 15,
+                   bottom=TICK_FONT["size"] + LINE_PX + 25)
 
 
 def _signed_bar(labels: list[str], values: np.ndarray) -> go.Bar:
     """Horizontal bars, orange for positive values and blue for negative ones."""
-    return go.Bar(x=values, y=[safe(t) for t in labels], orientation="h", showlegend=False,
+    return go.Bar(x=values, y=[safe(t, LABEL_CHARS) for t in labels], orientation="h", showlegend=False,
                   marker_color=[SIGNED[-1][1] if v >= 0 else SIGNED[0][1] for v in values],
                   hovertemplate="%{y}: %{x:.3f}<extra></extra>")
 
@@ -144,8 +166,12 @@ def effect_bars(promoted: list[str], promoted_values: np.ndarray, suppressed: li
                 suppressed_values: np.ndarray) -> go.Figure:
     """Two bar charts side by side in one figure: the tokens a direction raises and lowers most."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Promotes", "Suppresses"), horizontal_spacing=0.18)
+    widths = []
     for col, (labels, values) in enumerate(((promoted, promoted_values), (suppressed, suppressed_values)), 1):
-        fig.add_trace(_signed_bar(labels, values), 1, col)
+        bar = _signed_bar(labels, values)
+        widths.append(text_px(bar.y))
+        fig.add_trace(bar, 1, col)
         fig.update_yaxes(autorange="reversed", type="category", row=1, col=col)
         fig.update_xaxes(title="logit change", row=1, col=col)
-    return _layout(fig, "", 120 + 28 * max(len(promoted), len(suppressed)))
+    return _layout(fig, "", 120 + 28 * max(len(promoted), len(suppressed)), left=widths[0] + 15,
+                   bottom=TICK_FONT["size"] + LINE_PX + 25)

@@ -61,7 +61,8 @@ def _explore(cap: Capture, summary: LensSummary, trajectory: Trajectory) -> None
         probs, ranks = summary.target_probs[:, position], summary.target_ranks[:, position]
     else:
         probs, ranks = trajectory(token_id, position)
-    st.markdown(md_escape(captions.lens_sentence(summary, position)))
+    if position != cap.n_tokens - 1:  # the view's opening sentence already tells the last position's story
+        st.markdown(md_escape(captions.lens_sentence(summary, position)))
     st.plotly_chart(figures.trajectory(probs, ranks, summary.entropy[:, position],
                                        summary.kl_to_final[:, position], names[choice]),
                     width="stretch", key="lens_trajectory")
