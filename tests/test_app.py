@@ -47,7 +47,8 @@ def iframes(at: AppTest) -> list[str]:
 
 def html_view(at: AppTest, view: str) -> str:
     """The ``st.html`` element marked ``data-view="<view>"``."""
-    (markup,) = [e.proto.body for e in at.main if getattr(e, "type", "") == "html" and f'data-view="{view}"' in e.proto.body]
+    bodies = [e.proto.body for e in at.main if getattr(e, "type", "") == "html"]
+    (markup,) = [body for body in bodies if f'data-view="{view}"' in body]
     return markup
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from backend.heads import HeadScores
 from backend.lens import LensSummary
-from views import captions, circuits, coloured, figures
 from tests.spans import token_spans
+from views import captions, circuits, coloured, figures
 from views.display import markup_free, md_escape, position_labels, safe, visible
 
 HOSTILE = "</script><img src=x onerror=alert(1)>"
@@ -106,7 +106,8 @@ def test_attention_sentence_picks_the_clearest_behaviour():
     assert captions.attention_sentence(scores_with(first_token=sink)).startswith("33% of heads")
     weak = np.array([[0.2, 0.1, 0.1], [0.1, 0.32, 0.1]], np.float32)  # no habit anywhere: say so
     sentence = captions.attention_sentence(scores_with(first_token=weak))
-    assert sentence.startswith("No head shows a clear habit") and sentence.endswith("head 2.2 does most (32% of its attention).")
+    assert sentence.startswith("No head shows a clear habit")
+    assert sentence.endswith("head 2.2 does most (32% of its attention).")
 
 
 def test_position_labels_are_unique_and_escaped():
@@ -157,3 +158,14 @@ def test_token_shares_run_from_zero_to_the_largest_share_and_stay_text():
     assert circuits.text_height(["ab"] * 10, 50) < circuits.text_height(["ab"] * 200, 50)
 
 
+
+
+def test_charts_reserve_room_for_their_labels_without_plotly_measuring():
+    tokens = ["a", "x" * 40, "<b>"]
+    fig = figures.attention_heatmap(np.tril(np.full((3, 3), 0.5)), tokens, "t")
+    labels = list(fig.data[0].y)
+    assert labels[1] == "x" * 17 + "… ·1" and labels[2] == "&lt;b&gt; ·2"  # long tokens cut, markup escaped
+    assert fig.layout.xaxis.automargin is False and fig.layout.yaxis.automargin is False
+    widest = figures.text_px(labels)
+    assert widest == figures.GLYPH * figures.TICK_FONT["size"] * len("x" * 17 + "… ·1")  # entities count once
+    assert fig.layout.margin.l > widest and fig.layout.margin.b > widest * figures.SLANT
