@@ -169,8 +169,7 @@ def header(cap: Capture, summary: LensSummary) -> None:
     left.text(" | ".join(visible(t) for t in cap.tokens))  # plain text: no syntax highlighter to load
     right.markdown(f"**Its guess for the next token**: {md_escape(quoted(summary.top_tokens[-1, -1, 0]))} "
                    f"({float(summary.top_probs[-1, -1, 0]):.0%}), then:")
-    with right:
-        st.html(coloured.guesses_html(list(summary.top_tokens[-1, -1]), summary.top_probs[-1, -1]))
+    right.html(coloured.guesses_html(list(summary.top_tokens[-1, -1]), summary.top_probs[-1, -1]))
 
 
 def load_or_explain(settings: Settings) -> LoadedModel | None:

@@ -31,17 +31,16 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
 from benchmarks.capture_overhead import prompt_of  # noqa: E402
-from tests.browser import app_url, browser_page, open_tab, streamlit_app  # noqa: E402
+from tests.browser import CIRCUITS_DRAWN, app_url, browser_page, open_tab, streamlit_app  # noqa: E402
 
 PLOTS = ["attention_grid", "attention_head_map", "lens_map", "lens_trajectory", "neuron_map",
          "neuron_token_bars", "neuron_effect"]  # every plotly chart on the page, by key
 FRAMES = 1  # CircuitsVis: one neuron on every token
-ALL_DRAWN = """([plots, frames]) =>
+ALL_DRAWN = f"""([plots, frames]) =>
   plots.every(key => document.querySelector('.st-key-' + key + ' .main-svg'))
   && document.querySelector('[data-view=next-token-guesses] span[data-value]')
   && document.querySelector('[data-view=token-reads] span[data-value]')
-  && [...document.querySelectorAll('iframe')]
-       .filter(f => f.contentDocument && f.contentDocument.querySelector('[id^=cv-] *')).length >= frames
+  && ({CIRCUITS_DRAWN})(frames)
   && !document.querySelector('[data-testid=stStatusWidget]')"""
 
 

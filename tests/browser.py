@@ -105,6 +105,11 @@ def browser_page(width: int = 1500, height: int = 1100, playwright=None):
         browser.close()
 
 
+CIRCUITS_DRAWN = """n => [...document.querySelectorAll('iframe')]
+    .filter(f => f.contentDocument && f.contentDocument.querySelector('[id^=cv-] *')).length >= n"""
+"""JavaScript: at least ``n`` CircuitsVis frames have drawn (their root element has content)."""
+
+
 def app_url(base: str, prompt: str, model: str = "demo") -> str:
     """The shareable link that opens the page on ``prompt``."""
     return f"{base}/?prompt={quote(prompt)}&model={quote(model)}"

@@ -234,7 +234,7 @@ def test_opens_on_the_bundled_model_with_an_example():
     bars = token_spans(html_view(at, "next-token-guesses"))
     np.testing.assert_allclose([bar.value for bar in bars], want.values.numpy(), atol=1e-5)
     assert [bar.text for bar in bars] == [tokenizer.decode([int(i)]) for i in want.indices]
-    widths = [float(re.search(r"width:([0-9.]+)%", bar) .group(1)) for bar in
+    widths = [float(re.search(r"width:([0-9.]+)%", bar).group(1)) for bar in
               html_view(at, "next-token-guesses").split("<span data-value")[1:]]
     np.testing.assert_allclose(widths, want.values.numpy() * 85, atol=0.01)  # bars drawn to one scale
     lens_caption = next(m.value for m in at.markdown if "becomes the top guess" in m.value).replace("\\", "")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import CHROMIUM, ROOT, app_url, browser_page, open_tab, streamlit_app, wait_for_views
+from tests.browser import CHROMIUM, CIRCUITS_DRAWN, ROOT, app_url, browser_page, open_tab, streamlit_app, wait_for_views
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists(),
@@ -32,10 +32,7 @@ def circuits_frames(page) -> list:
 
 
 def wait_for_circuits(page, count: int) -> list:
-    page.wait_for_function(
-        """n => [...document.querySelectorAll('iframe')]
-              .filter(f => f.contentDocument && f.contentDocument.querySelector('[id^=cv-] *')).length >= n""",
-        arg=count, timeout=30_000)
+    page.wait_for_function(CIRCUITS_DRAWN, arg=count, timeout=30_000)
     return circuits_frames(page)
 
 

@@ -29,15 +29,15 @@ def shares_html(tokens: list[str], shares: np.ndarray) -> str:
     """
     top = float(shares.max()) if shares.size else 0.0
     spans = []
-    for position, (token, share) in enumerate(zip(tokens, shares, strict=True)):
-        strength = float(share) / top if top > 0 else 0.0
+    for position, (token, share) in enumerate(zip(tokens, shares.tolist(), strict=True)):
+        strength = share / top if top > 0 else 0.0
         style = (f"background:rgba({ORANGE[0]},{ORANGE[1]},{ORANGE[2]},{strength:.3f});border-radius:3px;"
                  f"padding:1px 0{';color:#fff' if strength > 0.55 else ''}")
-        note = f"position {position}: {float(share):.1%}"
+        note = f"position {position}: {share:.1%}"
         if position == len(tokens) - 1:
             style += f";box-shadow:inset 0 -3px 0 {READER}"
             note += " (the reading token)"
-        spans.append(f'<span title="{html.escape(note)}" data-value="{float(share):.6f}" style="{style}">'
+        spans.append(f'<span title="{html.escape(note)}" data-value="{share:.6f}" style="{style}">'
                      f"{html.escape(visible(token))}</span>")
     return (f'<div data-view="token-reads" style="font-size:1.05rem;line-height:2;white-space:pre-wrap">'
             f'{"".join(spans)}</div>')
@@ -49,15 +49,15 @@ def guesses_html(tokens: list[str], probs: np.ndarray) -> str:
     Bars share one scale (100% fills the row), so prompts compare at a glance.
     """
     rows = []
-    for token, prob in zip(tokens, probs, strict=True):
+    for token, prob in zip(tokens, probs.tolist(), strict=True):
         text = html.escape(visible(token))
         rows.append(
-            f'<span data-value="{float(prob):.6f}" title="{text}: {float(prob):.1%}" '
+            f'<span data-value="{prob:.6f}" title="{text}: {prob:.1%}" '
             'style="text-align:right;white-space:pre;overflow:hidden;max-width:12em">'
             f"{text}</span>"
             '<div style="display:flex;align-items:center;gap:0.4em">'
             f'<div style="background:{BLUE};height:1.1em;border-radius:2px;min-width:2px;'
-            f'width:{float(prob) * 85:.2f}%"></div><span>{float(prob):.0%}</span></div>')
+            f'width:{prob * 85:.2f}%"></div><span>{prob:.0%}</span></div>')
     return ('<div data-view="next-token-guesses" style="display:grid;grid-template-columns:max-content 1fr;'
             'gap:0.3em 0.7em;'
             f'align-items:center;font-size:1rem">{"".join(rows)}</div>')

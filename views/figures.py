@@ -134,12 +134,12 @@ def neuron_heatmap(values: np.ndarray, neuron_ids: np.ndarray, tokens: list[str]
     """Activations (neurons, m) of the chosen neurons over ``tokens``, which start at ``first_position``."""
     bound = float(np.abs(values).max()) or 1.0
     labels = position_labels(tokens, range(first_position, first_position + len(tokens)))
+    names = [f"#{i}" for i in neuron_ids]
     fig = go.Figure(go.Heatmap(
-        z=values, x=labels, y=[f"#{i}" for i in neuron_ids], zmid=0,
+        z=values, x=labels, y=names, zmid=0,
         zmin=-bound, zmax=bound, colorscale=SIGNED, colorbar={"title": "activation"},
         hovertemplate="neuron %{y} on %{x}: %{z:.3f}<extra></extra>"))
     fig.update_xaxes(type="category", tickangle=-60)
-    names = [f"#{i}" for i in neuron_ids]
     fig.update_yaxes(title="neuron", type="category", autorange="reversed")
     return _layout(fig, f"Most active neurons of layer {layer + 1}", 200 + 24 * len(neuron_ids),
                    left=text_px(names) + LINE_PX + 25, bottom=_slanted(labels) + 15, right=COLORBAR_PX)
@@ -166,12 +166,11 @@ def effect_bars(promoted: list[str], promoted_values: np.ndarray, suppressed: li
                 suppressed_values: np.ndarray) -> go.Figure:
     """Two bar charts side by side in one figure: the tokens a direction raises and lowers most."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Promotes", "Suppresses"), horizontal_spacing=0.18)
-    widths = []
-    for col, (labels, values) in enumerate(((promoted, promoted_values), (suppressed, suppressed_values)), 1):
-        bar = _signed_bar(labels, values)
-        widths.append(text_px(bar.y))
+    traces = [_signed_bar(promoted, promoted_values), _signed_bar(suppressed, suppressed_values)]
+    for col, bar in enumerate(traces, 1):
         fig.add_trace(bar, 1, col)
         fig.update_yaxes(autorange="reversed", type="category", row=1, col=col)
         fig.update_xaxes(title="logit change", row=1, col=col)
-    return _layout(fig, "", 120 + 28 * max(len(promoted), len(suppressed)), left=widths[0] + 15,
+    # the left margin holds the first chart's labels; the second's sit in the gap between the two
+    return _layout(fig, "", 120 + 28 * max(len(promoted), len(suppressed)), left=text_px(traces[0].y) + 15,
                    bottom=TICK_FONT["size"] + LINE_PX + 25)
