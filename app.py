@@ -27,6 +27,7 @@ from backend.heads import HeadScores, head_scores
 from backend.neurons import NeuronEffect, neuron_effect
 from views import attention, circuits, coloured, lens, neurons
 from views.display import md_escape, quoted, visible
+from views.state import run_id
 
 st.set_page_config(page_title="Model X-ray", page_icon="🩻", layout="wide")
 
@@ -222,14 +223,16 @@ def main() -> None:
     cap, summary = result.capture, result.summary
     header(cap, summary)
     keys = (settings.key, prompt, settings.max_tokens)
+    run = run_id(*keys)  # selections made for this run start afresh with the next
     attention_tab, lens_tab, neuron_tab = st.tabs(VIEWS)
     with attention_tab:
-        attention.render(cap, result.scores, script_url)
+        attention.render(cap, result.scores, script_url, run)
     with lens_tab:
-        lens.render(cap, summary, lambda token_id, position: get_trajectory(lm, result, *keys, token_id, position))
+        lens.render(cap, summary, lambda token_id, position: get_trajectory(lm, result, *keys, token_id, position),
+                    run)
     with neuron_tab:
         neurons.render(cap, lambda layer, neuron, position: get_effect(lm, result, *keys, layer, neuron, position),
-                       script_url)
+                       script_url, run)
 
 
 main()

@@ -15,6 +15,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 import backend
 from tests.spans import token_spans
 from tests.tiny import FAMILY_BY_NAME, build, tiny_tokenizer
+from views.state import name_of
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 HOSTILE = "</script><img src=x onerror=alert(1)> [click](http://evil.example) *bold* $x$ :red[hi]"
@@ -34,6 +35,12 @@ def run_app(prompt: str | None, model: str, max_tokens: int | None = None) -> Ap
     if max_tokens is not None:
         at.number_input(key="max_tokens").set_value(max_tokens).run()
     return at
+
+
+def widget(widgets, name: str):
+    """The one widget called ``name``, whether its key is plain or carries the run's id."""
+    (found,) = [w for w in widgets if w.key and name_of(w.key) == name]
+    return found
 
 
 def shown_tokens(at: AppTest) -> str:
@@ -205,13 +212,36 @@ def test_selection_changes_never_rerun_the_model(model_dir, monkeypatch):
     assert len(calls) == 1
     lens_sentences = lambda: sum("top guess" in m.value and "%" in m.value for m in at.markdown)  # noqa: E731
     assert lens_sentences() == 1  # the last position's story is told once, at the top of the view
-    at.selectbox(key="lens_position").select(3).run()
+    widget(at.selectbox, "lens_position").select(3).run()
     assert lens_sentences() == 2  # another position gets its own sentence above its trajectory
-    at.selectbox(key="attention_score").select("previous_token").run()
+    widget(at.selectbox, "attention_score").select("previous_token").run()
     at.selectbox(key="neuron_layer").select(0).run()
-    at.number_input(key="neuron_id_0").set_value(7).run()
+    widget(at.number_input, "neuron_id_0").set_value(7).run()
     assert not at.exception
     assert len(calls) == 1
+
+
+def test_a_new_prompt_opens_the_views_on_its_own_defaults():
+    """Selections made for one prompt do not follow the reader to the next; preferences do."""
+    at = run_app("The capital of France is", "demo")
+    widget(at.selectbox, "lens_position").select(2).run()
+    at.selectbox(key="neuron_layer").select(1).run()
+    at.toggle(key="attention_all_heads").set_value(True).run()
+    assert widget(at.selectbox, "attention_score").value != "induction"
+    repeated = "apple river lamp cloud seven green door apple river lamp cloud seven green"
+    at.text_area(key="prompt").set_value(repeated).run()
+    cap = backend.capture(backend.load_model(), repeated)
+    last = cap.n_tokens - 1
+    assert widget(at.selectbox, "lens_position").value == last  # the new prompt's final prediction
+    assert widget(at.selectbox, "attention_query").value == last
+    assert widget(at.selectbox, "neuron_token").value == last
+    assert widget(at.selectbox, "attention_score").value == "induction"  # what this prompt shows
+    _, neuron = np.unravel_index(int(np.abs(cap.neurons[1][1:]).argmax()), cap.neurons[1][1:].shape)
+    assert widget(at.number_input, "neuron_id_1").value == neuron  # the new prompt's hardest-firing one
+    assert at.selectbox(key="neuron_layer").value == 1 and at.toggle(key="attention_all_heads").value
+    widget(at.selectbox, "lens_position").select(3).run()
+    next(b for b in at.button if b.label.startswith("Look inside")).click().run()  # the same run again
+    assert widget(at.selectbox, "lens_position").value == 3  # keeps its selections
 
 
 def test_opens_on_the_bundled_model_with_an_example():
@@ -248,10 +278,10 @@ def circuits_props(html: str, component: str) -> dict:
 def test_reading_token_and_all_heads_show_the_models_attention(model_dir):
     prompt = "one two three one two three"
     at = run_app(prompt, model_dir)
-    at.selectbox(key="attention_query").select(4).run()
-    score = at.selectbox(key="attention_score").value
-    layer = at.selectbox(key=f"attention_layer_{score}").value
-    head = at.selectbox(key=f"attention_head_{score}").value
+    widget(at.selectbox, "attention_query").select(4).run()
+    score = widget(at.selectbox, "attention_score").value
+    layer = widget(at.selectbox, f"attention_layer_{score}").value
+    head = widget(at.selectbox, f"attention_head_{score}").value
     model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager")
     ids = torch.from_numpy(backend.capture(backend.load_model(model_dir, device="cpu"), prompt).token_ids)[None]
     with torch.no_grad():
@@ -270,8 +300,8 @@ def test_reading_token_and_all_heads_show_the_models_attention(model_dir):
 
 def test_attention_opens_on_the_behaviour_the_prompt_shows():
     at = run_app("apple river lamp cloud seven green door apple river lamp cloud seven green", "demo")
-    assert at.selectbox(key="attention_score").value == "induction"  # the demo model's induction head
-    assert at.selectbox(key="attention_layer_induction").value == 4
+    assert widget(at.selectbox, "attention_score").value == "induction"  # the demo model's induction head
+    assert widget(at.selectbox, "attention_layer_induction").value == 4
     reader = reader_spans(at)
     assert reader[int(np.argmax([span.value for span in reader]))].text == " door"  # ' green' reads what
     # followed the first ' green'

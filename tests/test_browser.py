@@ -122,3 +122,31 @@ def test_selection_change_redraws_only_its_view(server):
         assert b"probability and rank" in sent  # the lens trajectory was redrawn
         assert b"attention_grid" not in sent and b"attention_head_map" not in sent  # attention was not
         assert b"neuron_map" not in sent and b"Look inside" not in sent  # nor neurons, nor the page
+
+
+def selected(page, label: str) -> str:
+    """What the select box labelled exactly ``label`` shows."""
+    return page.evaluate("""label => [...document.querySelectorAll('[data-testid=stSelectbox]')]
+        .find(box => box.querySelector('label').innerText.trim() === label).querySelector('input').value""", label)
+
+
+def test_a_new_prompt_shows_its_own_defaults(server):
+    """The browser keeps a widget's old value unless its identity changes: check what it shows."""
+    with browser_page() as (page, _):
+        page.goto(app_url(server, "The capital of France is", MODEL))
+        wait_for_views(page)
+        open_tab(page, "Logit lens")
+        box = page.locator("[data-testid=stSelectbox]").filter(has_text="Position to follow")
+        box.locator("input").click()
+        page.keyboard.press("ArrowDown")  # opens the list
+        page.get_by_role("option").nth(2).click()
+        page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')")
+        assert selected(page, "Position to follow").startswith("2:")
+        page.get_by_role("button", name="Repeated words (induction)").click()
+        page.wait_for_function("""() => [...document.querySelectorAll('[data-testid=stSelectbox]')]
+            .some(box => box.querySelector('label').innerText.trim() === 'Score every head by'
+                  && box.querySelector('input').value.startsWith('Induction'))""", timeout=60_000)
+        page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')")
+        last = f"{page.inner_text('[data-testid=stText]').count(' | ')}:"  # n tokens: n - 1 separators
+        for label in ("Position to follow", "Reading token", "Token"):
+            assert selected(page, label).startswith(last) and "green" in selected(page, label), label

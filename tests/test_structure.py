@@ -9,7 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PURE = [*sorted((ROOT / "backend").glob("*.py")),
-        *(ROOT / "views" / name for name in ("figures.py", "circuits.py", "coloured.py", "captions.py", "display.py"))]
+        *(ROOT / "views" / name for name in ("figures.py", "circuits.py", "coloured.py", "captions.py", "display.py",
+                                             "state.py"))]
 
 
 def imported_modules(path: Path) -> set[str]:

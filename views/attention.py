@@ -10,6 +10,7 @@ from backend.heads import SCORE_NAMES, HeadScores
 from views import captions, circuits, coloured, figures
 from views.display import md_escape, visible
 from views.intro import intro
+from views.state import per_run
 
 EXPLAIN = """
 Each layer of the model has several **attention heads**. At every token, a head decides
@@ -26,10 +27,13 @@ CAVEAT = ("Attention shows where a head reads from, not why the model says what 
           "a head can read a token and then contribute nothing. Treat it as a clue, not an explanation.")
 
 
-def render(cap: Capture, scores: HeadScores, script_url: str) -> None:
-    """Draw the whole view; widget changes rerun only the fragment below."""
+def render(cap: Capture, scores: HeadScores, script_url: str, run: str) -> None:
+    """Draw the whole view; widget changes rerun only the fragment below.
+
+    ``run`` identifies this prompt's run: the selections it keys start afresh with each prompt.
+    """
     intro(captions.attention_sentence(scores), EXPLAIN, CAVEAT)
-    _explore(cap, scores, script_url)
+    _explore(cap, scores, script_url, run)
 
 
 def _top_head(score: np.ndarray, name: str) -> tuple[int, int]:
@@ -39,12 +43,12 @@ def _top_head(score: np.ndarray, name: str) -> tuple[int, int]:
 
 
 @st.fragment
-def _explore(cap: Capture, scores: HeadScores, script_url: str) -> None:
+def _explore(cap: Capture, scores: HeadScores, script_url: str, run: str) -> None:
     grid_col, head_col = st.columns([2, 3])
     with grid_col:
         names = list(SCORE_NAMES)
         name = st.selectbox("Score every head by", names, index=names.index(captions.clearest_behaviour(scores)),
-                            format_func=SCORE_NAMES.get, key="attention_score",
+                            format_func=SCORE_NAMES.get, key=per_run("attention_score", run),
                             help="Starts on the behaviour this prompt shows most clearly.")
         score = scores.get(name)
         if np.isnan(score).all():
@@ -56,14 +60,14 @@ def _explore(cap: Capture, scores: HeadScores, script_url: str) -> None:
         st.caption(f"Highest: head {top_layer + 1}.{top_head + 1}, picked below by default.")
         pick_layer, pick_head = st.columns(2)
         layer = pick_layer.selectbox("Layer", range(1, cap.n_layers + 1), index=top_layer,
-                                     key=f"attention_layer_{name}")
+                                     key=per_run(f"attention_layer_{name}", run))
         head = pick_head.selectbox("Head", range(1, cap.n_heads + 1), index=top_head,
-                                   key=f"attention_head_{name}")
+                                   key=per_run(f"attention_head_{name}", run))
     with head_col:
         fig = figures.attention_heatmap(cap.attention[layer - 1, head - 1], cap.tokens,
                                         f"Head {layer}.{head}: who reads whom")
         st.plotly_chart(fig, width="stretch", key="attention_head_map")
-    _reader(cap, layer, head)
+    _reader(cap, layer, head, run)
     all_heads = st.toggle(f"Show all {cap.n_heads} heads of layer {layer} side by side (CircuitsVis)",
                           key="attention_all_heads",
                           help="Interactive: hover a token to see what it reads, click a head to enlarge it. "
@@ -75,12 +79,12 @@ def _explore(cap: Capture, scores: HeadScores, script_url: str) -> None:
                   height=1250)  # its zoomed pattern is as tall as the frame is wide
 
 
-def _reader(cap: Capture, layer: int, head: int) -> None:
+def _reader(cap: Capture, layer: int, head: int, run: str) -> None:
     """One reading token's attention in the chosen head, as coloured text."""
     st.markdown("##### What one token reads")
     pick, sentence = st.columns([1, 3])
     query = pick.selectbox("Reading token", range(cap.n_tokens), index=cap.n_tokens - 1,
-                           format_func=lambda p: f"{p}: {visible(cap.tokens[p])}", key="attention_query",
+                           format_func=lambda p: f"{p}: {visible(cap.tokens[p])}", key=per_run("attention_query", run),
                            help="The token whose attention is shown as colour below.")
     shares = cap.attention[layer - 1, head - 1, query, : query + 1]
     sentence.markdown(md_escape(captions.reader_sentence(cap.tokens, shares, layer, head)) +

@@ -12,6 +12,7 @@ from backend.lens import LensSummary
 from views import captions, figures
 from views.display import md_escape, visible
 from views.intro import intro
+from views.state import per_run
 
 EXPLAIN = """
 A language model builds its answer layer by layer in a shared working space (the
@@ -31,30 +32,31 @@ WINDOW = 16
 Trajectory = Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # (token id, position) -> probs, ranks
 
 
-def render(cap: Capture, summary: LensSummary, trajectory: Trajectory) -> None:
+def render(cap: Capture, summary: LensSummary, trajectory: Trajectory, run: str) -> None:
     """Draw the whole view; widget changes rerun only the fragment below."""
     intro(captions.lens_sentence(summary, cap.n_tokens - 1), EXPLAIN, CAVEAT)
-    _explore(cap, summary, trajectory)
+    _explore(cap, summary, trajectory, run)
 
 
-def _window(n: int) -> np.ndarray:
+def _window(n: int, run: str) -> np.ndarray:
     if n <= WINDOW:
         return np.arange(n)
-    start, end = st.slider("Positions shown", 0, n - 1, (n - WINDOW, n - 1), key="lens_window")
+    start, end = st.slider("Positions shown", 0, n - 1, (n - WINDOW, n - 1), key=per_run("lens_window", run))
     return np.arange(start, end + 1)
 
 
 @st.fragment
-def _explore(cap: Capture, summary: LensSummary, trajectory: Trajectory) -> None:
-    shown = _window(cap.n_tokens)
+def _explore(cap: Capture, summary: LensSummary, trajectory: Trajectory, run: str) -> None:
+    shown = _window(cap.n_tokens, run)
     st.plotly_chart(figures.lens_heatmap(summary.top_tokens[:, shown], summary.top_probs[:, shown],
                                          cap.tokens, shown), width="stretch", key="lens_map")
     pos_col, tok_col = st.columns(2)
     position = pos_col.selectbox("Position to follow", range(cap.n_tokens), index=cap.n_tokens - 1,
-                                 format_func=lambda p: f"{p}: {visible(cap.tokens[p])}", key="lens_position")
+                                 format_func=lambda p: f"{p}: {visible(cap.tokens[p])}",
+                                 key=per_run("lens_position", run))
     ids, names = _candidates(summary, position)
     choice = tok_col.selectbox("Token to track", range(len(ids)), format_func=lambda i: visible(names[i]),
-                               key=f"lens_token_{position}",
+                               key=per_run(f"lens_token_{position}", run),
                                help="The final top guess and every layer's top guess at this position.")
     token_id = ids[choice]
     if token_id == int(summary.target_ids[position]):

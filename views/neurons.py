@@ -12,6 +12,7 @@ from backend.neurons import NeuronEffect
 from views import captions, circuits, figures
 from views.display import md_escape, visible
 from views.intro import intro
+from views.state import per_run
 
 EXPLAIN = """
 After attention, each layer runs an **MLP**: thousands of **neurons**, each computing one
@@ -34,14 +35,14 @@ def top_neurons(acts: np.ndarray, count: int) -> np.ndarray:
     return np.argsort(-peak, kind="stable")[:count]
 
 
-def render(cap: Capture, effect: Effect, script_url: str) -> None:
+def render(cap: Capture, effect: Effect, script_url: str, run: str) -> None:
     """Draw the whole view; widget changes rerun only the fragment below."""
     intro(None, EXPLAIN, CAVEAT)  # the sentence depends on the layer picked below
-    _explore(cap, effect, script_url)
+    _explore(cap, effect, script_url, run)
 
 
 @st.fragment
-def _explore(cap: Capture, effect: Effect, script_url: str) -> None:
+def _explore(cap: Capture, effect: Effect, script_url: str, run: str) -> None:
     layer = st.selectbox("Layer", range(cap.n_layers), index=cap.n_layers - 1,
                          format_func=lambda i: f"layer {i + 1}", key="neuron_layer")
     acts = cap.neurons[layer]  # (n, d_mlp)
@@ -61,14 +62,15 @@ def _explore(cap: Capture, effect: Effect, script_url: str) -> None:
     token_col, neuron_col = st.columns(2)
     with token_col:
         position = st.selectbox("Token", range(cap.n_tokens), index=cap.n_tokens - 1,
-                                format_func=lambda p: f"{p}: {visible(cap.tokens[p])}", key="neuron_token")
+                                format_func=lambda p: f"{p}: {visible(cap.tokens[p])}",
+                                key=per_run("neuron_token", run))
         best = np.argsort(-np.abs(acts[position]), kind="stable")[:10]
         st.plotly_chart(figures.bars([f"#{i}" for i in best], acts[position, best],
                                      f"Top neurons on {visible(cap.tokens[position])!r}", "activation"),
                         width="stretch", key="neuron_token_bars")
     with neuron_col:
         chosen = int(st.number_input(f"Neuron (0 to {acts.shape[1] - 1})", 0, acts.shape[1] - 1,
-                                     value=int(neuron), key=f"neuron_id_{layer}"))
+                                     value=int(neuron), key=per_run(f"neuron_id_{layer}", run)))
         st.markdown(f"**Neuron {chosen} on every token** (orange: positive, blue: negative)")
         st.iframe(circuits.colored_tokens_html(cap.tokens, acts[:, chosen], script_url),
                         height=circuits.text_height(cap.tokens, chars_per_line=50))

@@ -1,0 +1,28 @@
+"""Widget keys: which selections belong to one run and which are the reader's own choices.
+
+A selection whose default comes from the numbers (the position to follow, the reading
+token, the clearest head behaviour, the neuron that fires hardest) belongs to one run:
+one prompt through one model. Its key carries the run's id, so a new prompt opens it on
+the new defaults; with a plain key Streamlit would keep the old choice, and the lens would
+follow a position of the previous prompt. Preferences (a layer, a switch) keep plain keys
+and stay across prompts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def run_id(*parts: object) -> str:
+    """A short id for one run, from what identifies it (model, prompt, token limit)."""
+    return hashlib.blake2b(repr(parts).encode(), digest_size=6).hexdigest()
+
+
+def per_run(name: str, run: str) -> str:
+    """The key of a selection that starts afresh with each run."""
+    return f"{name}@{run}"
+
+
+def name_of(key: str) -> str:
+    """The widget's name without its run id."""
+    return key.split("@", 1)[0]
