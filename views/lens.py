@@ -33,7 +33,10 @@ Trajectory = Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # (token id, p
 
 
 def render(cap: Capture, summary: LensSummary, trajectory: Trajectory, run: str) -> None:
-    """Draw the whole view; widget changes rerun only the fragment below."""
+    """Draw the whole view; widget changes rerun only the fragment below.
+
+    ``run`` identifies this prompt's run: the selections it keys start afresh with each prompt.
+    """
     intro(captions.lens_sentence(summary, cap.n_tokens - 1), EXPLAIN, CAVEAT)
     _explore(cap, summary, trajectory, run)
 

@@ -36,7 +36,10 @@ def top_neurons(acts: np.ndarray, count: int) -> np.ndarray:
 
 
 def render(cap: Capture, effect: Effect, script_url: str, run: str) -> None:
-    """Draw the whole view; widget changes rerun only the fragment below."""
+    """Draw the whole view; widget changes rerun only the fragment below.
+
+    ``run`` identifies this prompt's run: the selections it keys start afresh with each prompt.
+    """
     intro(None, EXPLAIN, CAVEAT)  # the sentence depends on the layer picked below
     _explore(cap, effect, script_url, run)
 
