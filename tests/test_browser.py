@@ -124,10 +124,14 @@ def test_selection_change_redraws_only_its_view(server):
         assert b"neuron_map" not in sent and b"Look inside" not in sent  # nor neurons, nor the page
 
 
+SELECTED = """(label => [...document.querySelectorAll('[data-testid=stSelectbox]')]
+    .find(box => box.querySelector('label')?.innerText.trim() === label)?.querySelector('input')?.value ?? '')"""
+"""JavaScript: what the select box labelled exactly ``label`` shows ('' while there is none)."""
+
+
 def selected(page, label: str) -> str:
     """What the select box labelled exactly ``label`` shows."""
-    return page.evaluate("""label => [...document.querySelectorAll('[data-testid=stSelectbox]')]
-        .find(box => box.querySelector('label').innerText.trim() === label).querySelector('input').value""", label)
+    return page.evaluate(f"label => {SELECTED}(label)", label)
 
 
 def test_a_new_prompt_shows_its_own_defaults(server):
@@ -143,10 +147,12 @@ def test_a_new_prompt_shows_its_own_defaults(server):
         page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')")
         assert selected(page, "Position to follow").startswith("2:")
         page.get_by_role("button", name="Repeated words (induction)").click()
-        page.wait_for_function("""() => [...document.querySelectorAll('[data-testid=stSelectbox]')]
-            .some(box => box.querySelector('label').innerText.trim() === 'Score every head by'
-                  && box.querySelector('input').value.startsWith('Induction'))""", timeout=60_000)
-        page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')")
+        page.wait_for_function(f"() => {SELECTED}('Score every head by').startsWith('Induction')", timeout=60_000)
         last = f"{page.inner_text('[data-testid=stText]').count(' | ')}:"  # n tokens: n - 1 separators
-        for label in ("Position to follow", "Reading token", "Token"):
-            assert selected(page, label).startswith(last) and "green" in selected(page, label), label
+        labels = ["Position to follow", "Reading token", "Token"]
+        try:  # the three views arrive one after another: wait for the last of them
+            page.wait_for_function(f"""labels => labels.every(label => {SELECTED}(label).startsWith('{last}'))""",
+                                   arg=labels, timeout=30_000)
+        finally:
+            shown = {label: selected(page, label) for label in labels}
+        assert all(value.startswith(last) and "green" in value for value in shown.values()), shown
