@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import tomllib
+
 ROOT = Path(__file__).resolve().parent.parent
 PURE = [*sorted((ROOT / "backend").glob("*.py")),
         *(ROOT / "views" / name for name in ("figures.py", "circuits.py", "coloured.py", "captions.py", "display.py",
@@ -38,3 +40,10 @@ def test_backend_imports_without_streamlit_loaded():
 def test_nothing_uses_unsafe_html():
     sources = [*ROOT.glob("*.py"), *ROOT.glob("views/*.py"), *ROOT.glob("backend/*.py")]
     assert [str(p) for p in sources if "unsafe_allow_html" in p.read_text()] == []
+
+
+def test_streamlit_config_is_a_safe_and_quick_local_default():
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "localhost" and config["server"]["enableXsrfProtection"] is True
+    assert config["browser"]["gatherUsageStats"] is False
+    assert config["runner"]["postScriptGC"] is False  # a 0.2 s full collection after every run blocks sending

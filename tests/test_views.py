@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 
 import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
 import pytest
 
 from backend.heads import HeadScores
@@ -158,8 +161,6 @@ def test_token_shares_run_from_zero_to_the_largest_share_and_stay_text():
     assert circuits.text_height(["ab"] * 10, 50) < circuits.text_height(["ab"] * 200, 50)
 
 
-
-
 def test_charts_reserve_room_for_their_labels_without_plotly_measuring():
     tokens = ["a", "x" * 40, "<b>"]
     fig = figures.attention_heatmap(np.tril(np.full((3, 3), 0.5)), tokens, "t")
@@ -169,3 +170,45 @@ def test_charts_reserve_room_for_their_labels_without_plotly_measuring():
     widest = figures.text_px(labels)
     assert widest == figures.GLYPH * figures.TICK_FONT["size"] * len("x" * 17 + "… ·1")  # entities count once
     assert fig.layout.margin.l > widest and fig.layout.margin.b > widest * figures.SLANT
+
+
+def every_figure() -> dict[str, go.Figure]:
+    """One of each chart, on awkward tokens (markup, quotes, a long one, a newline) and NaN scores."""
+    rng = np.random.default_rng(0)
+    tokens = ["<s>", " The", HOSTILE, ' "quoted"', " " + "x" * 30, " of", "\n"]
+    n = len(tokens)
+    scores = rng.random((3, 4))
+    scores[0, 1] = np.nan
+    pattern = np.tril(rng.random((n, n)))
+    top_tokens = np.array([[[t, t + "2"] for t in tokens[:4]] for _ in range(3)], dtype=object)
+    return {
+        "head_grid": figures.head_grid(scores, "Induction", "induction"),
+        "attention_heatmap": figures.attention_heatmap(pattern / pattern.sum(-1, keepdims=True), tokens, "t"),
+        "lens_heatmap": figures.lens_heatmap(top_tokens, rng.random((3, 4, 2)), tokens, np.arange(1, 5)),
+        "trajectory": figures.trajectory(rng.random(3), np.array([1500, 4, 1]), rng.random(3), rng.random(3), "<b>"),
+        "neuron_heatmap": figures.neuron_heatmap(rng.standard_normal((5, n - 1)), np.arange(5), tokens[1:], 2, 1),
+        "bars": figures.bars(["#1", "#2"], np.array([0.5, -0.2]), "t", "activation"),
+        "effect_bars": figures.effect_bars(tokens[:3], np.array([3.0, 2.0, 1.0]), tokens[3:], -np.arange(1.0, 5.0)),
+    }
+
+
+def plain(value):
+    """JSON from plotly with its packed arrays unpacked into floats, for comparing two figures."""
+    if isinstance(value, dict):
+        if "bdata" in value:
+            array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+            return plain(array.astype(float).tolist())
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return None if np.isnan(value) else float(value)
+    return value
+
+
+@pytest.mark.parametrize("name", list(every_figure()))
+def test_figures_are_what_plotly_validation_would_send(name):
+    """Built without plotly's slow validation; validated in full here, and validation changes nothing."""
+    fig = every_figure()[name]
+    validated = go.Figure(fig.to_dict())  # raises on any unknown or malformed property
+    assert plain(json.loads(pio.to_json(validated))) == plain(json.loads(pio.to_json(fig)))

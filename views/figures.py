@@ -6,15 +6,22 @@ fonts are large enough for a lecture hall. Token text is escaped: plotly reads H
 Margins are reserved here from the label lengths instead of measured by plotly
 (``automargin``): measuring every tick label and drawing again once they fit made
 drawing the page's charts about 40% slower in the browser.
+
+Each figure is written as one plain spec and wrapped without plotly's property-by-property
+validation, which took about 0.2 s of every page run (half the script) for seven charts,
+and 60 ms of every lens selection; every visitor paid it, a lecture hall of them one after
+the other. The tests validate every builder's spec with plotly in full instead.
 """
 
 from __future__ import annotations
 
+import copy
 import html
 from collections.abc import Iterable
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.colors import get_colorscale
 from plotly.subplots import make_subplots
 
 from views.display import LABEL_CHARS, layer_label, position_labels, safe
@@ -26,6 +33,8 @@ LINE_PX = 1.3 * FONT["size"]  # one line of title text
 SLANT = np.sin(np.radians(60))  # x labels slanted at -60 degrees rise by this much of their length
 COLORBAR_PX = 110  # right margin holding a colour bar, its tick labels and a short title
 SIGNED = [[0.0, "#2166ac"], [0.5, "#f7f7f7"], [1.0, "#e66101"]]  # blue-white-orange
+VIRIDIS = get_colorscale("Viridis")  # as plotly's validation would spell the named scales
+CIVIDIS = get_colorscale("Cividis")
 
 
 def text_px(labels: Iterable[object], size: int = TICK_FONT["size"]) -> float:
@@ -33,15 +42,26 @@ def text_px(labels: Iterable[object], size: int = TICK_FONT["size"]) -> float:
     return GLYPH * size * max((len(html.unescape(str(label))) for label in labels), default=0)
 
 
-def _layout(fig: go.Figure, title: str, height: int, *, left: float, bottom: float, right: float = 10,
-            top: float = 50) -> go.Figure:
-    """Title, fonts and fixed margins; plotly's label measuring (automargin) is off."""
-    fig.update_layout(title={"text": title, "font": {"size": 18}}, font=FONT, height=height,
-                      margin={"l": round(left), "r": round(right), "t": round(top), "b": round(bottom)},
-                      hoverlabel={"font_size": 15})
-    fig.update_xaxes(automargin=False, tickfont=TICK_FONT)
-    fig.update_yaxes(automargin=False, tickfont=TICK_FONT)
-    return fig
+def _figure(data: list[dict], layout: dict) -> go.Figure:
+    """The figure of a spec built here, without validating it again property by property."""
+    spec = {"data": data, "layout": layout}
+    try:
+        return go.Figure(spec, _validate=False)
+    except TypeError:  # a plotly without that switch: validate after all
+        return go.Figure(spec)
+
+
+def _axis(**props: object) -> dict:
+    """An axis with the page's tick font and no label measuring (automargin)."""
+    return {"automargin": False, "tickfont": TICK_FONT, **props}
+
+
+def _layout(title: str, height: int, *, left: float, bottom: float, right: float = 10, top: float = 50,
+            **more: object) -> dict:
+    """Title, fonts and fixed margins; ``more`` adds the axes and anything else."""
+    return {"title": {"text": title, "font": {"size": 18}}, "font": FONT, "height": height,
+            "margin": {"l": round(left), "r": round(right), "t": round(top), "b": round(bottom)},
+            "hoverlabel": {"font": {"size": 15}}, **more}
 
 
 def _slanted(labels: Iterable[object]) -> float:
@@ -53,14 +73,14 @@ def head_grid(scores: np.ndarray, title: str, colorbar: str) -> go.Figure:
     """Layers x heads heatmap of one score; NaN cells (nothing to measure) stay blank."""
     n_layers, n_heads = scores.shape
     text = np.where(np.isnan(scores), "", np.char.mod("%.2f", np.nan_to_num(scores)))
-    fig = go.Figure(go.Heatmap(
-        z=scores, x=list(range(1, n_heads + 1)), y=list(range(1, n_layers + 1)),
-        text=text, texttemplate="%{text}", colorscale="Viridis", colorbar={"title": colorbar},
-        hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>"))
-    fig.update_xaxes(title="head", dtick=1)
-    fig.update_yaxes(title="layer", dtick=1, autorange="reversed")
-    return _layout(fig, title, 120 + 45 * n_layers, left=text_px([n_layers]) + LINE_PX + 25,
-                   bottom=TICK_FONT["size"] + LINE_PX + 25, right=COLORBAR_PX)
+    heat = {"type": "heatmap", "z": scores, "x": list(range(1, n_heads + 1)), "y": list(range(1, n_layers + 1)),
+            "text": text, "texttemplate": "%{text}", "colorscale": VIRIDIS, "colorbar": {"title": {"text": colorbar}},
+            "hovertemplate": "layer %{y}, head %{x}: %{z:.3f}<extra></extra>"}
+    return _figure([heat], _layout(
+        title, 120 + 45 * n_layers, left=text_px([n_layers]) + LINE_PX + 25,
+        bottom=TICK_FONT["size"] + LINE_PX + 25, right=COLORBAR_PX,
+        xaxis=_axis(title={"text": "head"}, dtick=1),
+        yaxis=_axis(title={"text": "layer"}, dtick=1, autorange="reversed")))
 
 
 def attention_heatmap(pattern: np.ndarray, tokens: list[str], title: str) -> go.Figure:
@@ -68,15 +88,14 @@ def attention_heatmap(pattern: np.ndarray, tokens: list[str], title: str) -> go.
     n = len(tokens)
     labels = position_labels(tokens)
     shown = np.where(np.tril(np.ones((n, n), dtype=bool)), pattern, np.nan)
-    fig = go.Figure(go.Heatmap(
-        z=shown, x=labels, y=labels, colorscale="Viridis", zmin=0, zmax=1,
-        hovertemplate="%{y} reads %{x}: %{z:.1%}<extra></extra>", colorbar={"title": "attention"}))
-    # labels carry their position, so repeated tokens stay separate categories
-    fig.update_xaxes(title="token read (key)", tickangle=-60, type="category")
-    fig.update_yaxes(title="reading token (query)", autorange="reversed", type="category")
+    heat = {"type": "heatmap", "z": shown, "x": labels, "y": labels, "colorscale": VIRIDIS, "zmin": 0, "zmax": 1,
+            "hovertemplate": "%{y} reads %{x}: %{z:.1%}<extra></extra>", "colorbar": {"title": {"text": "attention"}}}
     side = min(900, 260 + 22 * n)
-    return _layout(fig, title, side, left=text_px(labels) + LINE_PX + 25,
-                   bottom=_slanted(labels) + LINE_PX + 20, right=COLORBAR_PX)
+    # labels carry their position, so repeated tokens stay separate categories
+    return _figure([heat], _layout(
+        title, side, left=text_px(labels) + LINE_PX + 25, bottom=_slanted(labels) + LINE_PX + 20, right=COLORBAR_PX,
+        xaxis=_axis(title={"text": "token read (key)"}, tickangle=-60, type="category"),
+        yaxis=_axis(title={"text": "reading token (query)"}, autorange="reversed", type="category")))
 
 
 def lens_heatmap(top_tokens: np.ndarray, top_probs: np.ndarray, tokens: list[str],
@@ -91,42 +110,66 @@ def lens_heatmap(top_tokens: np.ndarray, top_probs: np.ndarray, tokens: list[str
     hover = [["<br>".join(f"{safe(top_tokens[layer, i, j])}: {top_probs[layer, i, j]:.1%}" for j in range(k))
               for i in range(m)] for layer in range(layers)]
     labels = position_labels([tokens[p] for p in positions], positions)
-    fig = go.Figure(go.Heatmap(
-        z=top_probs[:, :, 0], x=list(range(m)), y=list(range(layers)), text=text,
-        texttemplate="%{text}", textfont={"size": 13}, customdata=hover, zmin=0, zmax=1,
-        colorscale="Cividis", colorbar={"title": "top-guess<br>probability"},
-        hovertemplate="after %{y}, reading " + "%{x}<br>%{customdata}<extra></extra>"))
-    fig.update_xaxes(title="position in the prompt (the model predicts what comes next)",
-                     tickmode="array", tickvals=list(range(m)), ticktext=labels, tickangle=-60)
     names = [layer_label(i) for i in range(layers)]
-    fig.update_yaxes(title="", tickmode="array", tickvals=list(range(layers)), ticktext=names)
-    return _layout(fig, "Top guess for the next token, layer by layer", 170 + 48 * layers,
-                   left=text_px(names) + 15, bottom=_slanted(labels) + LINE_PX + 20, right=COLORBAR_PX)
+    heat = {"type": "heatmap", "z": top_probs[:, :, 0], "x": list(range(m)), "y": list(range(layers)), "text": text,
+            "texttemplate": "%{text}", "textfont": {"size": 13}, "customdata": hover, "zmin": 0, "zmax": 1,
+            "colorscale": CIVIDIS, "colorbar": {"title": {"text": "top-guess<br>probability"}},
+            "hovertemplate": "after %{y}, reading " + "%{x}<br>%{customdata}<extra></extra>"}
+    return _figure([heat], _layout(
+        "Top guess for the next token, layer by layer", 170 + 48 * layers,
+        left=text_px(names) + 15, bottom=_slanted(labels) + LINE_PX + 20, right=COLORBAR_PX,
+        xaxis=_axis(title={"text": "position in the prompt (the model predicts what comes next)"},
+                    tickmode="array", tickvals=list(range(m)), ticktext=labels, tickangle=-60),
+        yaxis=_axis(title={"text": ""}, tickmode="array", tickvals=list(range(layers)), ticktext=names)))
+
+
+def _line(x: list[str], y: np.ndarray, name: str, color: str, axes: tuple[str, str], dash: str | None = None) -> dict:
+    """One line with markers on the given (x, y) axes."""
+    line = {"color": color, "width": 3} | ({"dash": dash} if dash else {})
+    return {"type": "scatter", "x": x, "y": y, "name": name, "mode": "lines+markers", "line": line,
+            "xaxis": axes[0], "yaxis": axes[1]}
+
+
+def _subplots(titles: tuple[str, str], **options: object) -> dict:
+    """The axes and subplot titles of plotly's ``make_subplots(1, 2, ...)``, as a fresh layout dict."""
+    layout = make_subplots(rows=1, cols=2, subplot_titles=titles, **options).to_dict()["layout"]
+    layout.pop("template", None)
+    return layout
+
+
+TRAJECTORY_GRID = _subplots(("left", "right"), specs=[[{"secondary_y": True}, {"secondary_y": False}]])
+EFFECT_GRID = _subplots(("Promotes", "Suppresses"), horizontal_spacing=0.18)
+
+
+def _grid(grid: dict, titles: tuple[str, ...] = ()) -> dict:
+    """A copy of a subplot layout with its axes made page axes, and new subplot titles if given."""
+    layout = copy.deepcopy(grid)
+    for name, axis in layout.items():
+        if name.startswith(("xaxis", "yaxis")):
+            axis.update(_axis())
+    for note, title in zip(layout["annotations"], titles, strict=False):
+        note["text"] = title
+    return layout
 
 
 def trajectory(probs: np.ndarray, ranks: np.ndarray, entropy: np.ndarray, kl: np.ndarray,
                token: str) -> go.Figure:
     """A token's probability and rank across layers, with entropy and KL to the final layer."""
-    layers = list(range(len(probs)))
-    names = [layer_label(i) for i in layers]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(
-        f"{safe(token)}: probability and rank", "Uncertainty and distance to the final answer"),
-        specs=[[{"secondary_y": True}, {"secondary_y": False}]])
-    fig.add_trace(go.Scatter(x=names, y=probs, name="probability", mode="lines+markers",
-                             line={"color": "#0072b2", "width": 3}), 1, 1)
-    fig.add_trace(go.Scatter(x=names, y=ranks, name="rank (1 = top)", mode="lines+markers",
-                             line={"color": "#e69f00", "dash": "dot", "width": 3}), 1, 1, secondary_y=True)
-    fig.add_trace(go.Scatter(x=names, y=entropy, name="entropy (nats)", mode="lines+markers",
-                             line={"color": "#009e73", "width": 3}), 1, 2)
-    fig.add_trace(go.Scatter(x=names, y=kl, name="KL to final (nats)", mode="lines+markers",
-                             line={"color": "#cc79a7", "dash": "dash", "width": 3}), 1, 2)
-    fig.update_yaxes(title="probability", range=[0, 1], row=1, col=1, secondary_y=False)
+    names = [layer_label(i) for i in range(len(probs))]
+    lines = [_line(names, probs, "probability", "#0072b2", ("x", "y")),
+             _line(names, ranks, "rank (1 = top)", "#e69f00", ("x", "y2"), dash="dot"),
+             _line(names, entropy, "entropy (nats)", "#009e73", ("x2", "y3")),
+             _line(names, kl, "KL to final (nats)", "#cc79a7", ("x2", "y3"), dash="dash")]
+    grid = _grid(TRAJECTORY_GRID, (f"{safe(token)}: probability and rank",
+                                   "Uncertainty and distance to the final answer"))
+    grid["yaxis"].update(title={"text": "probability"}, range=[0, 1])
     powers = [10 ** i for i in range(int(np.log10(max(int(ranks.max()), 1))) + 2)]
-    fig.update_yaxes(title="rank", type="log", autorange="reversed", tickvals=powers,
-                     ticktext=[f"{p:,}" for p in powers], row=1, col=1, secondary_y=True)
-    fig.update_layout(legend={"orientation": "h", "x": 0, "y": 0, "yanchor": "bottom", "yref": "container"})
-    return _layout(fig, "", 420, left=text_px(["0.8"]) + LINE_PX + 25,
-                   bottom=TICK_FONT["size"] + 2 * LINE_PX + 30, right=text_px([f"{powers[-1]:,}"]) + LINE_PX + 25)
+    grid["yaxis2"].update(title={"text": "rank"}, type="log", autorange="reversed", tickvals=powers,
+                          ticktext=[f"{p:,}" for p in powers])
+    return _figure(lines, _layout(
+        "", 420, left=text_px(["0.8"]) + LINE_PX + 25, bottom=TICK_FONT["size"] + 2 * LINE_PX + 30,
+        right=text_px([f"{powers[-1]:,}"]) + LINE_PX + 25,
+        legend={"orientation": "h", "x": 0, "y": 0, "yanchor": "bottom", "yref": "container"}, **grid))
 
 
 def neuron_heatmap(values: np.ndarray, neuron_ids: np.ndarray, tokens: list[str], layer: int,
@@ -135,42 +178,42 @@ def neuron_heatmap(values: np.ndarray, neuron_ids: np.ndarray, tokens: list[str]
     bound = float(np.abs(values).max()) or 1.0
     labels = position_labels(tokens, range(first_position, first_position + len(tokens)))
     names = [f"#{i}" for i in neuron_ids]
-    fig = go.Figure(go.Heatmap(
-        z=values, x=labels, y=names, zmid=0,
-        zmin=-bound, zmax=bound, colorscale=SIGNED, colorbar={"title": "activation"},
-        hovertemplate="neuron %{y} on %{x}: %{z:.3f}<extra></extra>"))
-    fig.update_xaxes(type="category", tickangle=-60)
-    fig.update_yaxes(title="neuron", type="category", autorange="reversed")
-    return _layout(fig, f"Most active neurons of layer {layer + 1}", 200 + 24 * len(neuron_ids),
-                   left=text_px(names) + LINE_PX + 25, bottom=_slanted(labels) + 15, right=COLORBAR_PX)
+    heat = {"type": "heatmap", "z": values, "x": labels, "y": names, "zmid": 0, "zmin": -bound, "zmax": bound,
+            "colorscale": SIGNED, "colorbar": {"title": {"text": "activation"}},
+            "hovertemplate": "neuron %{y} on %{x}: %{z:.3f}<extra></extra>"}
+    return _figure([heat], _layout(
+        f"Most active neurons of layer {layer + 1}", 200 + 24 * len(neuron_ids),
+        left=text_px(names) + LINE_PX + 25, bottom=_slanted(labels) + 15, right=COLORBAR_PX,
+        xaxis=_axis(type="category", tickangle=-60),
+        yaxis=_axis(title={"text": "neuron"}, type="category", autorange="reversed")))
 
 
 def bars(labels: list[str], values: np.ndarray, title: str, x_title: str) -> go.Figure:
     """Horizontal bars, largest at the top; signed values coloured blue or orange."""
     bar = _signed_bar(labels, values)
-    fig = go.Figure(bar)
-    fig.update_yaxes(autorange="reversed", type="category")
-    fig.update_xaxes(title=x_title)
-    return _layout(fig, title, 140 + 28 * len(labels), left=text_px(bar.y) + 15,
-                   bottom=TICK_FONT["size"] + LINE_PX + 25)
+    return _figure([bar], _layout(
+        title, 140 + 28 * len(labels), left=text_px(bar["y"]) + 15, bottom=TICK_FONT["size"] + LINE_PX + 25,
+        xaxis=_axis(title={"text": x_title}), yaxis=_axis(autorange="reversed", type="category")))
 
 
-def _signed_bar(labels: list[str], values: np.ndarray) -> go.Bar:
+def _signed_bar(labels: list[str], values: np.ndarray, axes: tuple[str, str] | None = None) -> dict:
     """Horizontal bars, orange for positive values and blue for negative ones."""
-    return go.Bar(x=values, y=[safe(t, LABEL_CHARS) for t in labels], orientation="h", showlegend=False,
-                  marker_color=[SIGNED[-1][1] if v >= 0 else SIGNED[0][1] for v in values],
-                  hovertemplate="%{y}: %{x:.3f}<extra></extra>")
+    bar = {"type": "bar", "x": values, "y": [safe(t, LABEL_CHARS) for t in labels], "orientation": "h",
+           "showlegend": False, "marker": {"color": [SIGNED[-1][1] if v >= 0 else SIGNED[0][1] for v in values]},
+           "hovertemplate": "%{y}: %{x:.3f}<extra></extra>"}
+    return bar | ({"xaxis": axes[0], "yaxis": axes[1]} if axes else {})
 
 
 def effect_bars(promoted: list[str], promoted_values: np.ndarray, suppressed: list[str],
                 suppressed_values: np.ndarray) -> go.Figure:
     """Two bar charts side by side in one figure: the tokens a direction raises and lowers most."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Promotes", "Suppresses"), horizontal_spacing=0.18)
-    traces = [_signed_bar(promoted, promoted_values), _signed_bar(suppressed, suppressed_values)]
-    for col, bar in enumerate(traces, 1):
-        fig.add_trace(bar, 1, col)
-        fig.update_yaxes(autorange="reversed", type="category", row=1, col=col)
-        fig.update_xaxes(title="logit change", row=1, col=col)
+    traces = [_signed_bar(promoted, promoted_values, ("x", "y")),
+              _signed_bar(suppressed, suppressed_values, ("x2", "y2"))]
+    grid = _grid(EFFECT_GRID)
+    for x, y in (("xaxis", "yaxis"), ("xaxis2", "yaxis2")):
+        grid[x].update(title={"text": "logit change"})
+        grid[y].update(autorange="reversed", type="category")
     # the left margin holds the first chart's labels; the second's sit in the gap between the two
-    return _layout(fig, "", 120 + 28 * max(len(promoted), len(suppressed)), left=text_px(traces[0].y) + 15,
-                   bottom=TICK_FONT["size"] + LINE_PX + 25)
+    return _figure(traces, _layout(
+        "", 120 + 28 * max(len(promoted), len(suppressed)), left=text_px(traces[0]["y"]) + 15,
+        bottom=TICK_FONT["size"] + LINE_PX + 25, **grid))
