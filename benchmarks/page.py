@@ -58,14 +58,18 @@ MARK_STALE = """() => {
     gd.__fresh = false; gd.on('plotly_afterplot', () => { gd.__fresh = true; }); });
   document.querySelectorAll('[data-view]').forEach(view => { view.__stale = true; });
   document.querySelectorAll('iframe').forEach(frame => { frame.contentDocument.__stale = true; }); }"""
-ALL_REDRAWN = """([plots]) => {
+"""JavaScript: mark what is drawn now, so that only a later drawing counts."""
+PLOT_REDRAWN = """key => { const gd = document.querySelector('.st-key-' + key + ' .js-plotly-plot');
+  return !!gd && gd.__fresh !== false && !!gd.querySelector('.main-svg'); }"""
+"""JavaScript: the chart ``key`` has drawn since MARK_STALE (in place, or as a new element)."""
+IDLE = "!document.querySelector('[data-testid=stStatusWidget]')"
+ALL_REDRAWN = f"""([plots]) => {{
   const views = [...document.querySelectorAll('[data-view]')];
-  return plots.every(key => { const gd = document.querySelector('.st-key-' + key + ' .js-plotly-plot');
-      return gd && gd.__fresh !== false && gd.querySelector('.main-svg'); })
+  return plots.every({PLOT_REDRAWN})
     && views.length >= 2 && views.every(view => !view.__stale && view.querySelector('span[data-value]'))
     && [...document.querySelectorAll('iframe')].some(frame => frame.contentDocument
         && !frame.contentDocument.__stale && frame.contentDocument.querySelector('[id^=cv-] *'))
-    && !document.querySelector('[data-testid=stStatusWidget]'); }"""
+    && {IDLE}; }}"""
 
 
 def new_prompt(page, prompt: str) -> float:
@@ -93,16 +97,10 @@ def selection_redraw(page, option: int) -> float:
     box = page.locator("[data-testid=stSelectbox]").filter(has_text="Position to follow")
     box.locator("input").click()
     page.keyboard.press("ArrowDown")
-    page.evaluate("""() => { const gd = document.querySelector('.st-key-lens_trajectory .js-plotly-plot');
-        window.__trajectory = gd; window.__redrawn = false;
-        gd.on('plotly_afterplot', () => { window.__redrawn = true; }); }""")
+    page.evaluate(MARK_STALE)
     start = time.perf_counter()
     page.get_by_role("option").nth(option).click()
-    page.wait_for_function(
-        """() => { const gd = document.querySelector('.st-key-lens_trajectory .js-plotly-plot');
-            return (window.__redrawn || (gd && gd !== window.__trajectory && gd.querySelector('.main-svg')))
-              && !document.querySelector('[data-testid=stStatusWidget]'); }""",
-        timeout=60_000, polling=20)
+    page.wait_for_function(f"() => ({PLOT_REDRAWN})('lens_trajectory') && {IDLE}", timeout=60_000, polling=20)
     return time.perf_counter() - start
 
 

@@ -137,6 +137,7 @@ def _subplots(titles: tuple[str, str], **options: object) -> dict:
     return layout
 
 
+# placeholder titles (make_subplots leaves empty ones out); trajectory() writes the real ones
 TRAJECTORY_GRID = _subplots(("left", "right"), specs=[[{"secondary_y": True}, {"secondary_y": False}]])
 EFFECT_GRID = _subplots(("Promotes", "Suppresses"), horizontal_spacing=0.18)
 
