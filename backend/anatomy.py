@@ -32,6 +32,7 @@ class Anatomy:
     unembed: nn.Module  # the LM head
     after_unembed: tuple[Callable[[torch.Tensor], torch.Tensor], ...]  # soft-capping, scaling
     d_mlp: int
+    attn_out: tuple[nn.Module | None, ...] = ()  # per block: the attention output projection (heads in, d_model out)
 
 
 def text_config(model: PreTrainedModel):
@@ -51,7 +52,8 @@ def _out_features(module: nn.Module) -> int:
     return int(module.nf)
 
 
-def _in_features(module: nn.Module) -> int:
+def in_features(module: nn.Module) -> int:
+    """Input width of a linear layer (GPT-2's ``Conv1D`` stores its weight as (in, out))."""
     if isinstance(module, nn.Linear):
         return module.in_features
     return int(module.weight.shape[0])
@@ -82,6 +84,20 @@ def find_mlp_out(block: nn.Module, d_model: int, index: int) -> nn.Module:
             f"(a linear layer outside attention writing {d_model} features), so its neurons "
             "cannot be read. Mixture-of-experts blocks are not supported yet.")
     return candidates[-1]
+
+
+def find_attn_out(block: nn.Module, d_model: int, n_heads: int) -> nn.Module | None:
+    """The attention's output projection: the last linear inside attention that writes ``d_model``.
+
+    Its input is the heads' outputs side by side (head ``h`` owns columns ``h * d_head`` to
+    ``(h + 1) * d_head``), whatever the family calls it: GPT-2's ``c_proj`` (a ``Conv1D``),
+    ``o_proj``, ``out_proj`` or ``dense``. Grouped- and multi-query layouts share keys and
+    values, never query heads, so the layout of this input is the same for all of them.
+    ``None`` when no such module exists (the capture still works; head edits do not).
+    """
+    candidates = [m for att in _attention_modules(block)[:1] for m in att.modules()
+                  if _is_linear(m) and _out_features(m) == d_model and in_features(m) % n_heads == 0]
+    return candidates[-1] if candidates else None
 
 
 def find_final_norm(model: PreTrainedModel, layers: tuple[nn.Module, ...]) -> nn.Module | None:
@@ -125,6 +141,7 @@ def discover(model: PreTrainedModel) -> Anatomy:
     config = text_config(model)
     n_layers = int(config.num_hidden_layers)
     d_model = int(config.hidden_size)
+    n_heads = int(config.num_attention_heads)
     layers = find_layers(model, n_layers)
     mlp_out = tuple(find_mlp_out(block, d_model, i) for i, block in enumerate(layers))
     unembed = model.get_output_embeddings()
@@ -133,5 +150,6 @@ def discover(model: PreTrainedModel) -> Anatomy:
     return Anatomy(
         layers=layers, mlp_out=mlp_out, final_norm=find_final_norm(model, layers),
         before_unembed=pre_unembed_transforms(model), unembed=unembed,
-        after_unembed=logit_transforms(model), d_mlp=_in_features(mlp_out[0]),
+        after_unembed=logit_transforms(model), d_mlp=in_features(mlp_out[0]),
+        attn_out=tuple(find_attn_out(block, d_model, n_heads) for block in layers),
     )
