@@ -33,6 +33,7 @@ class Anatomy:
     after_unembed: tuple[Callable[[torch.Tensor], torch.Tensor], ...]  # soft-capping, scaling
     d_mlp: int
     attn_out: tuple[nn.Module | None, ...] = ()  # per block: the attention output projection (heads in, d_model out)
+    attention: tuple[nn.Module | None, ...] = ()  # per block: the attention module (returns output, weights)
 
 
 def text_config(model: PreTrainedModel):
@@ -152,4 +153,5 @@ def discover(model: PreTrainedModel) -> Anatomy:
         before_unembed=pre_unembed_transforms(model), unembed=unembed,
         after_unembed=logit_transforms(model), d_mlp=in_features(mlp_out[0]),
         attn_out=tuple(find_attn_out(block, d_model, n_heads) for block in layers),
+        attention=tuple(next(iter(_attention_modules(block)), None) for block in layers),
     )

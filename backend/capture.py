@@ -9,15 +9,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from backend.buffers import POOL
 from backend.edits import Edit, check_edits, edit_hooks, resolve_edits
 from backend.errors import CaptureTooLarge, EmptyPrompt, PromptTooLong, UnsupportedModel
 from backend.hooks import eager_attention, registered
 from backend.loading import LoadedModel
-from backend.readout import readout
+from backend.readout import readout_columns
 from backend.tokens import token_strings
 
 DEFAULT_MAX_TOKENS = 512
 DEFAULT_MEMORY_BUDGET = 3 * 2**30  # bytes of captured float32 arrays
+CHECKED_LOGITS = 240  # vocabulary entries, spread evenly, on which the lens must match the model's logits
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,15 +110,17 @@ class _Buffers:
     """The capture's float32 arrays, allocated once; hooks copy each activation straight in.
 
     Copying into place saves stacking per-layer copies afterwards (about 20 ms at 256
-    tokens on GPT-2 small) and keeps one copy of each activation in memory, not two.
+    tokens on GPT-2 small) and keeps one copy of each activation in memory, not two. The
+    arrays come from ``backend.buffers.POOL``: memory of captures nobody holds any more,
+    which costs no page faults to fill again.
     """
 
     def __init__(self, lm: LoadedModel, n: int) -> None:
         info = lm.info
         self.n = n
-        self.resid = np.empty((info.n_layers + 1, n, info.d_model), np.float32)
-        self.neurons = np.empty((info.n_layers, n, info.d_mlp), np.float32)
-        self.attention = np.empty((info.n_layers, info.n_heads, n, n), np.float32)
+        self.resid = POOL.empty((info.n_layers + 1, n, info.d_model))
+        self.neurons = POOL.empty((info.n_layers, n, info.d_mlp))
+        self.attention = POOL.empty((info.n_layers, info.n_heads, n, n))
         self.seen: set[str] = set()
 
     def save(self, name: str, index: int, tensor: torch.Tensor, what: str) -> None:
@@ -127,6 +131,19 @@ class _Buffers:
             raise UnsupportedModel(f"{what} has width {rows.shape[1]}; expected {array.shape[-1]}.")
         torch.from_numpy(array[index]).copy_(rows)
         self.seen.add((name, index))
+
+    def save_attention(self, layer: int, weights: torch.Tensor) -> None:
+        """Copy one layer's attention weights (1, heads, n, n) into place."""
+        _, n_heads, n, _ = self.attention.shape
+        if weights.shape[-3:] != (n_heads, n, n):
+            raise UnsupportedModel(f"Attention weights have shape {tuple(weights.shape)}; "
+                                   f"expected (1, {n_heads}, {n}, {n}).")
+        torch.from_numpy(self.attention[layer]).copy_(weights.detach().reshape(n_heads, n, n))
+        self.seen.add(("attention", layer))
+
+    def attention_missing(self) -> bool:
+        """Whether some layer's attention weights were not seen."""
+        return any(("attention", i) not in self.seen for i in range(len(self.attention)))
 
     def missing(self) -> list[str]:
         """The activations no hook saw."""
@@ -151,34 +168,49 @@ def _hook_adders(lm: LoadedModel, buffers: _Buffers) -> list:
             buffers.save("neurons", i, args[0], f"the MLP hidden activation of block {i}")
         return hook
 
+    def save_weights(i: int):
+        def hook(module: nn.Module, args: tuple, output: object) -> None:
+            weights = output[1] if isinstance(output, (tuple, list)) and len(output) > 1 else None
+            if isinstance(weights, torch.Tensor):
+                buffers.save_attention(i, weights)
+        return hook
+
     adders = [partial(anatomy.layers[0].register_forward_pre_hook, save_embed, with_kwargs=True)]
     for i, (block, mlp_out) in enumerate(zip(anatomy.layers, anatomy.mlp_out, strict=True)):
         adders.append(partial(block.register_forward_hook, save_block(i)))
         adders.append(partial(mlp_out.register_forward_pre_hook, save_neurons(i)))
+        if anatomy.attention and anatomy.attention[i] is not None:
+            adders.append(partial(anatomy.attention[i].register_forward_hook, save_weights(i)))
     return adders
 
 
-def _save_attention(outputs: object, buffers: _Buffers) -> None:
+def _attentions_from_outputs(outputs: object, buffers: _Buffers) -> None:
     attentions = getattr(outputs, "attentions", None)
-    n_layers, n_heads, n, _ = buffers.attention.shape
-    if not attentions or len(attentions) != n_layers or any(a is None for a in attentions):
+    if not attentions or len(attentions) != len(buffers.attention) or any(a is None for a in attentions):
         raise UnsupportedModel("The model returned no attention weights for every layer, even "
                                "with eager attention.")
     for layer, a in enumerate(attentions):
-        if a.shape[-3:] != (n_heads, n, n):
-            raise UnsupportedModel(f"Attention weights have shape {tuple(a.shape)}; "
-                                   f"expected (1, {n_heads}, {n}, {n}).")
-        torch.from_numpy(buffers.attention[layer]).copy_(a.detach().reshape(n_heads, n, n))
+        buffers.save_attention(layer, a)
 
 
 def run_forward(lm: LoadedModel, ids: list[int], edits: tuple[Edit, ...] = ()) -> tuple[object, _Buffers]:
-    """The hooked forward pass, under the model's lock; edits' hooks run before the capture's."""
+    """The hooked forward pass, under the model's lock; edits' hooks run before the capture's.
+
+    Each attention module's weights are copied as soon as it returns them, while they are
+    still in the CPU's cache, and then freed: asking the model to return them all
+    (``output_attentions``) would keep every layer's weights alive to the end, in fresh
+    memory, and cost a second, cold copy. A family whose attention module does not hand
+    its weights back that way is run with ``output_attentions`` instead.
+    """
     buffers = _Buffers(lm, len(ids))
     input_ids = torch.tensor([ids], device=lm.input_device)
     adders = edit_hooks(lm, edits) + _hook_adders(lm, buffers)
     with lm.lock, torch.inference_mode(), eager_attention(lm.model), registered(adders):
-        outputs = lm.model(input_ids=input_ids, output_attentions=True, use_cache=False)
-        _save_attention(outputs, buffers)
+        outputs = lm.model(input_ids=input_ids, use_cache=False)
+        if buffers.attention_missing():
+            buffers.seen.clear()
+            outputs = lm.model(input_ids=input_ids, output_attentions=True, use_cache=False)
+            _attentions_from_outputs(outputs, buffers)
     return outputs, buffers
 
 
@@ -221,8 +253,13 @@ def _check_consistency(lm: LoadedModel, cap: Capture) -> None:
     norm or unembedding was not found right), and no token may attend to a later one.
     """
     last = cap.n_tokens - 1
-    lens = readout(lm, cap.resid[cap.n_layers, [last]]).cpu().numpy()[0]
-    own = cap.logits[last]
+    own_row = torch.from_numpy(cap.logits[last])
+    # the top guesses and a spread of the rest: a wrong norm or head shows in any of them
+    ids = torch.cat([own_row.topk(min(16, own_row.numel())).indices,
+                     torch.linspace(0, own_row.numel() - 1, CHECKED_LOGITS).long()])
+    with torch.inference_mode():
+        lens = readout_columns(lm, torch.from_numpy(cap.resid[cap.n_layers, [last]]), ids).cpu().numpy()[0]
+    own = own_row[ids].numpy()
     tolerance = 1e-3 if lm.info.dtype == "float32" else 5e-2
     error = float(np.abs(lens - own).max())
     if error > tolerance * (1.0 + float(np.abs(own).max())):

@@ -31,6 +31,25 @@ def readout_tensor(lm: LoadedModel, x: torch.Tensor) -> torch.Tensor:
     return x.float()
 
 
+def readout_columns(lm: LoadedModel, x: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """``readout_tensor(lm, x)[:, token_ids]``, reading only those rows of a linear unembedding.
+
+    One row of logits reads the whole unembedding from memory (154 MB for GPT-2 small, about
+    12 ms on a CPU); a check that needs a few hundred logits need not.
+    """
+    unembed = lm.anatomy.unembed
+    if not isinstance(unembed, nn.Linear) or hasattr(unembed, "_hf_hook"):
+        logits = readout_tensor(lm, x)
+        return logits[:, token_ids.to(logits.device)]
+    x = _run(_head_steps(lm), x, lm.input_device)
+    ids = token_ids.to(unembed.weight.device)
+    bias = unembed.bias[ids] if unembed.bias is not None else None
+    x = nn.functional.linear(x.to(unembed.weight.device, unembed.weight.dtype), unembed.weight[ids], bias)
+    for transform in lm.anatomy.after_unembed:  # soft-capping and scaling act value by value
+        x = transform(x)
+    return x.float()
+
+
 def _head_steps(lm: LoadedModel) -> list[nn.Module | Callable[[torch.Tensor], torch.Tensor]]:
     """What runs between the residual stream and the unembedding: final norm, then e.g. OPT's project_out."""
     anatomy = lm.anatomy

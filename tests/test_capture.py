@@ -43,9 +43,12 @@ def gpt2(tmp_path_factory):
 
 def test_no_hook_remains_after_success(llama):
     seen = []
-    llama.anatomy.layers[0].register_forward_hook(lambda *a: seen.append(hook_count(llama.model)))
-    capture(llama, "one two three")
-    assert seen[0] == 2 * llama.info.n_layers + 1  # the counter does see the capture's hooks
+    handle = llama.anatomy.layers[0].register_forward_hook(lambda *a: seen.append(hook_count(llama.model)))
+    try:
+        capture(llama, "one two three")
+    finally:
+        handle.remove()  # the test's own hook must not stay on the shared model either
+    assert seen[0] == 3 * llama.info.n_layers + 1  # the counter does see the capture's hooks
     assert hook_count(llama.model) == 0
 
 
