@@ -6,6 +6,7 @@ Run with ``streamlit run app.py``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +24,16 @@ from backend import (
     load_model,
     token_trajectory,
 )
+from backend.cache import ByteCache
+from backend.edits import HeadAblation
 from backend.heads import HeadScores, head_scores
 from backend.neurons import NeuronEffect, neuron_effect
-from views import attention, circuits, coloured, lens, neurons
+from backend.patching import PatchingSweep, PromptLengthMismatch, patching_sweep
+from backend.run import MAX_LINK_EDITS, Run, edits_from_json
+from backend.whatif import EditEffect, edit_effect
+from views import attention, captions, circuits, coloured, lens, neurons, patching, whatif
 from views.display import md_escape, quoted, visible
-from views.state import run_id
+from views.state import EDITS, active_edits, per_run
 
 st.set_page_config(page_title="Model X-ray", page_icon="🩻", layout="wide")
 
@@ -35,15 +41,21 @@ DEMO = "Bundled demo model (offline)"
 OTHER = "Other: type a hub id or a local folder"
 POPULAR = ["gpt2", "distilgpt2", "EleutherAI/pythia-70m", "EleutherAI/pythia-160m",
            "HuggingFaceTB/SmolLM2-135M", "Qwen/Qwen2.5-0.5B"]
+INDUCTION_PROMPT = "apple river lamp cloud seven green door apple river lamp cloud seven green"
 EXAMPLES = {
-    "A fact": "The capital of France is",
-    "Repeated words (induction)": "apple river lamp cloud seven green door apple river lamp cloud seven green",
-    "A story with names": "Mia went to the park with Max. Max found a red ball. Mia said, \"Look at this ball!\" Then",
-    "Counting": "Monday, Tuesday, Wednesday, Thursday,",
+    "A fact": ("The capital of France is", ()),
+    "Repeated words (induction)": (INDUCTION_PROMPT, ()),
+    "A story with names": ("Mia went to the park with Max. Max found a red ball. Mia said, \"Look at this ball!\" Then",
+                           ()),
+    "Counting": ("Monday, Tuesday, Wednesday, Thursday,", ()),
+    "What if: a head switched off": (INDUCTION_PROMPT, (HeadAblation(3, 1),)),
 }
-DEFAULT_PROMPT = EXAMPLES["A fact"]
+DEFAULT_PROMPT = EXAMPLES["A fact"][0]
 MAX_PROMPT_CHARS = 20_000
-VIEWS = ["👀 Attention", "🔍 Logit lens", "⚡ Neurons"]
+VIEWS = ["👀 Attention", "🔍 Logit lens", "⚡ Neurons", "🧪 What if", "🔁 Patching"]
+MiB = 2**20
+RUN_CACHE_BYTES = int(os.environ.get("XRAY_CACHE_MB", "1024")) * MiB  # captures and their lens summaries
+DERIVED_CACHE_BYTES = 64 * MiB  # trajectories, neuron effects, edit effects, patching sweeps
 
 
 @dataclass(frozen=True)
@@ -55,11 +67,6 @@ class Settings:
     dtype: str
     max_tokens: int
 
-    @property
-    def key(self) -> str:
-        """What identifies the loaded model in cache keys and the URL."""
-        return f"{self.source or 'demo'}|{self.device}|{self.dtype}"
-
 
 @dataclass(frozen=True, eq=False)
 class Analysis:
@@ -69,6 +76,13 @@ class Analysis:
     summary: LensSummary
     scores: HeadScores
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held (the cache's measure)."""
+        summary = sum(getattr(self.summary, name).nbytes for name in
+                      ("top_ids", "top_probs", "entropy", "kl_to_final", "target_ids", "target_probs", "target_ranks"))
+        return self.capture.nbytes + summary + 64 * self.summary.top_tokens.size
+
 
 @st.cache_resource(max_entries=2, show_spinner=False)
 def get_model(source: str | None, device: str, dtype: str) -> LoadedModel:
@@ -76,28 +90,69 @@ def get_model(source: str | None, device: str, dtype: str) -> LoadedModel:
     return load_model(source, device=device, dtype=None if dtype == "auto" else dtype)
 
 
-@st.cache_resource(max_entries=8, show_spinner=False)
-def analyse(_lm: LoadedModel, model_key: str, prompt: str, max_tokens: int) -> Analysis:
-    """The only place the model runs for a prompt; keyed by model, prompt and limit."""
-    cap = capture(_lm, prompt, max_tokens=max_tokens)
-    for array in (cap.attention, cap.resid, cap.neurons, cap.logits):
-        array.flags.writeable = False  # shared between sessions
-    return Analysis(capture=cap, summary=lens_summary(_lm, cap), scores=head_scores(cap))
+@st.cache_resource(show_spinner=False)
+def caches() -> tuple[ByteCache, ByteCache]:
+    """The process's two caches, bounded by bytes: analyses, and the small results derived from them."""
+    return ByteCache(RUN_CACHE_BYTES, max_entries=32), ByteCache(DERIVED_CACHE_BYTES, max_entries=2048)
 
 
-@st.cache_resource(max_entries=256, show_spinner=False)
-def get_trajectory(_lm: LoadedModel, _analysis: Analysis, model_key: str, prompt: str, max_tokens: int,
-                   token_id: int, position: int) -> tuple[np.ndarray, np.ndarray]:
-    """A token's lens probability and rank at one position (small: layers x 1)."""
-    traj = token_trajectory(_lm, _analysis.capture, token_id, [position])
-    return traj.probs[:, 0], traj.ranks[:, 0]
+def model_of(run: Run) -> LoadedModel:
+    """The shared model a run uses."""
+    return get_model(run.source, run.device, run.dtype)
 
 
-@st.cache_resource(max_entries=256, show_spinner=False)
-def get_effect(_lm: LoadedModel, _analysis: Analysis, model_key: str, prompt: str, max_tokens: int,
-               layer: int, neuron: int, position: int) -> NeuronEffect:
-    """A neuron's direct effect on the next-token logits at one position."""
-    return neuron_effect(_lm, _analysis.capture, layer, neuron, position)
+def analyse(run: Run) -> Analysis:
+    """The only place the model runs for a plain prompt; the run (without edits) is the key."""
+    run = run.plain()
+
+    def compute() -> Analysis:
+        lm = model_of(run)
+        cap = capture(lm, run.prompt, max_tokens=run.max_tokens)
+        for array in (cap.attention, cap.resid, cap.neurons, cap.logits):
+            array.flags.writeable = False  # shared between sessions
+        return Analysis(capture=cap, summary=lens_summary(lm, cap), scores=head_scores(cap))
+
+    return caches()[0].get(run, compute)
+
+
+def derived(key: tuple, compute):
+    """A small result computed from a run (its key starts with what it is and holds the run)."""
+    return caches()[1].get(key, compute)
+
+
+@dataclass(frozen=True)
+class Lab:
+    """What a view may ask of its run after the first draw; each answer is cached under the run.
+
+    Holds only the run (a small value), so a widget that keeps it keeps no arrays alive.
+    """
+
+    run: Run
+
+    def trajectory(self, token_id: int, position: int) -> tuple[np.ndarray, np.ndarray]:
+        """A token's lens probability and rank at one position (layers,)."""
+        def compute() -> tuple[np.ndarray, np.ndarray]:
+            traj = token_trajectory(model_of(self.run), analyse(self.run).capture, token_id, [position])
+            return traj.probs[:, 0], traj.ranks[:, 0]
+        return derived(("trajectory", self.run, token_id, position), compute)
+
+    def effect(self, layer: int, neuron: int, position: int) -> NeuronEffect:
+        """A neuron's direct effect on the next-token logits at one position."""
+        return derived(("effect", self.run, layer, neuron, position),
+                       lambda: neuron_effect(model_of(self.run), analyse(self.run).capture, layer, neuron, position))
+
+
+def edit_effect_of(run: Run) -> EditEffect:
+    """The edited run against the plain one, at the last position (the edited capture is not kept)."""
+    return derived(("edit effect", run), lambda: edit_effect(model_of(run), analyse(run).capture, run.edits,
+                                                               max_tokens=run.max_tokens))
+
+
+def sweep_of(clean: Run, corrupt: Run, answer_id: int, foil_id: int) -> PatchingSweep:
+    """The patching sweep of a clean and a corrupt prompt on one model."""
+    return derived(("sweep", clean, corrupt.prompt, answer_id, foil_id),
+                   lambda: patching_sweep(model_of(clean), clean.prompt, corrupt.prompt, answer_id, foil_id,
+                                          max_tokens=clean.max_tokens))
 
 
 def model_choice() -> str | None:
@@ -144,9 +199,10 @@ def describe(lm: LoadedModel) -> None:
     st.sidebar.markdown("\n".join(f"- {label}: **{md_escape(str(value))}**" for label, value in rows))
 
 
-def set_example(text: str) -> None:
-    """Button callback: put an example in the prompt box."""
+def set_example(text: str, edits: tuple) -> None:
+    """Button callback: put an example (a prompt, and the changes it makes, if any) in place."""
     st.session_state.prompt = text
+    st.session_state[EDITS] = edits
 
 
 def prompt_box() -> str:
@@ -155,12 +211,26 @@ def prompt_box() -> str:
         st.session_state.prompt = st.query_params.get("prompt", DEFAULT_PROMPT)[:MAX_PROMPT_CHARS]
     st.caption("Try an example:")
     row = st.container(horizontal=True)  # one flex row: lighter to draw than a column per button
-    for label, text in EXAMPLES.items():
-        row.button(label, on_click=set_example, args=(text,))
+    for label, (text, edits) in EXAMPLES.items():
+        row.button(label, on_click=set_example, args=(text, edits))
     prompt = st.text_area("Prompt", key="prompt", height=90, max_chars=MAX_PROMPT_CHARS,
                           help="Press Ctrl+Enter (or click outside the box) to look inside again.")
     st.button("Look inside ▶", type="primary")
     return prompt
+
+
+def link_edits() -> None:
+    """On a first visit, the changes a shared link holds; a link that cannot be read gets one message."""
+    if EDITS in st.session_state:
+        return
+    st.session_state[EDITS] = ()
+    text = st.query_params.get("edits")
+    if not text:
+        return
+    try:
+        st.session_state[EDITS] = edits_from_json(text)[:MAX_LINK_EDITS]
+    except ValueError as error:
+        st.warning(f"The link's changes (edits) could not be read, so none are applied: {md_escape(str(error))}.")
 
 
 def header(cap: Capture, summary: LensSummary) -> None:
@@ -177,29 +247,66 @@ def load_or_explain(settings: Settings) -> LoadedModel | None:
     """The model, or one clear message (the page keeps working either way)."""
     name = settings.source or "the bundled demo model"
     try:
-        with st.spinner(f"Loading {name} (a hub model downloads the first time)…"):
+        with st.spinner(f"Loading {md_escape(name)} (a hub model downloads the first time)…"):
             return get_model(settings.source, settings.device, settings.dtype)
     except XrayError as error:
-        st.error(f"Could not load {name}. {error}")
+        st.error(md_escape(f"Could not load {name}. {error}"))
     except MemoryError:
-        st.error(f"Not enough memory to load {name}. Pick a smaller model or a lower precision.")
+        st.error(md_escape(f"Not enough memory to load {name}. Pick a smaller model or a lower precision."))
     except Exception as error:  # noqa: BLE001 - any loader failure must leave the page usable
-        st.error(f"Could not load {name}: {type(error).__name__}: {error}")
+        st.error(md_escape(f"Could not load {name}: {type(error).__name__}: {error}"))
     return None
 
 
-def analyse_or_explain(lm: LoadedModel, settings: Settings, prompt: str) -> Analysis | None:
-    """The analysis, or one clear message."""
+def explained(compute, what: str):
+    """``compute()``, or ``None`` after one clear message (a failed run must leave the page usable)."""
     try:
-        with st.spinner("Running the model…"):
-            return analyse(lm, settings.key, prompt, settings.max_tokens)
+        return compute()
     except XrayError as error:
-        st.error(str(error))
+        st.error(md_escape(str(error)))
     except (MemoryError, torch.OutOfMemoryError):
-        st.error("Out of memory while running this prompt. Shorten it or use a smaller model.")
-    except Exception as error:  # noqa: BLE001 - a failed run must leave the page usable
-        st.error(f"The model failed on this prompt: {type(error).__name__}: {error}")
+        st.error(f"Out of memory while {what}. Shorten the prompt or use a smaller model.")
+    except Exception as error:  # noqa: BLE001
+        st.error(md_escape(f"The model failed while {what}: {type(error).__name__}: {error}"))
     return None
+
+
+def what_if_banner(run: Run, effect: EditEffect) -> None:
+    """Above the views, while changes are in force: what they do to the answer."""
+    labels = [captions.edit_label(e) for e in run.edits]
+    sentence = captions.what_if_sentence(labels, effect.answer, float(effect.answer_before[-1]),
+                                         float(effect.answer_after[-1]), effect.after_tokens[0],
+                                         float(effect.after_probs[0]))
+    st.info(f"**What if:** {md_escape(sentence)} The views below show the model as it is; the What if tab "
+            "compares the two and lists the changes.")
+
+
+def patching_tab(run: Run) -> None:
+    """Two prompts, their answers, and the sweep."""
+    clean_prompt, corrupt_prompt = patching.prompts()
+    clean, corrupt = run.with_prompt(clean_prompt), run.with_prompt(corrupt_prompt)
+    with st.spinner("Running both prompts…"):
+        pair = explained(lambda: (analyse(clean), analyse(corrupt)), "running the two prompts")
+    if pair is None:
+        return
+    a, b = pair
+    if a.capture.n_tokens != b.capture.n_tokens:
+        st.error(md_escape(str(PromptLengthMismatch(a.capture.n_tokens, b.capture.n_tokens))))
+        st.caption("Tokens of the clean prompt: " + md_escape(" | ".join(visible(t) for t in a.capture.tokens)))
+        st.caption("Tokens of the corrupt prompt: " + md_escape(" | ".join(visible(t) for t in b.capture.tokens)))
+        return
+    pair_id = per_run("pair", clean.id + corrupt.id)  # answer choices start afresh with each pair
+    answer_id, foil_id = patching.answers(_guesses(a.summary), _guesses(b.summary), pair_id)
+    with st.spinner("Patching every layer and position…"):
+        sweep = explained(lambda: sweep_of(clean, corrupt, answer_id, foil_id), "patching")
+    if sweep is not None:
+        patching.render(sweep)
+
+
+def _guesses(summary: LensSummary) -> list[tuple[int, str, float]]:
+    """The final top guesses at the last position: (token id, token, probability)."""
+    return [(int(i), str(t), float(p)) for i, t, p in
+            zip(summary.top_ids[-1, -1], summary.top_tokens[-1, -1], summary.top_probs[-1, -1], strict=True)]
 
 
 def main() -> None:
@@ -209,30 +316,43 @@ def main() -> None:
     st.title("🩻 Model X-ray")
     st.markdown("See what happens **inside** a language model while it reads your prompt: which "
                 "words each attention head looks at, what the model would guess after every layer, "
-                "and which neurons fire.")
+                "and which neurons fire. Then switch parts off and see whether the answer changes.")
     settings = sidebar()
     prompt = prompt_box()
-    st.query_params.from_dict({"prompt": prompt, "model": settings.source or "demo"})
+    link_edits()
+    run = Run(settings.source, settings.device, settings.dtype, prompt, settings.max_tokens, active_edits())
+    st.query_params.from_dict(run.query())
     lm = load_or_explain(settings)
     if lm is None:
         return
     describe(lm)
-    result = analyse_or_explain(lm, settings, prompt)
+    with st.spinner("Running the model…"):
+        result = explained(lambda: analyse(run), "running this prompt")
     if result is None:
         return
     cap, summary = result.capture, result.summary
     header(cap, summary)
-    keys = (settings.key, prompt, settings.max_tokens)
-    run = run_id(*keys)  # selections made for this run start afresh with the next
-    attention_tab, lens_tab, neuron_tab = st.tabs(VIEWS)
+    effect = None
+    if run.edits:
+        with st.spinner("Running the model with the changes…"):
+            effect = explained(lambda: edit_effect_of(run), "running the prompt with the changes")
+        if effect is not None:
+            what_if_banner(run, effect)
+    plain = run.plain()  # the views show the model as it is; selections stay while changes come and go
+    lab = Lab(plain)
+    # the patching tab runs two more prompts and a sweep: only when it is open (a tab switch reruns the page)
+    attention_tab, lens_tab, neuron_tab, what_if_tab, patch_tab = st.tabs(VIEWS, key="view_tab", on_change="rerun")
     with attention_tab:
-        attention.render(cap, result.scores, script_url, run)
+        attention.render(cap, result.scores, script_url, plain.id)
     with lens_tab:
-        lens.render(cap, summary, lambda token_id, position: get_trajectory(lm, result, *keys, token_id, position),
-                    run)
+        lens.render(cap, summary, lab, plain.id)
     with neuron_tab:
-        neurons.render(cap, lambda layer, neuron, position: get_effect(lm, result, *keys, layer, neuron, position),
-                       script_url, run)
+        neurons.render(cap, lab, script_url, plain.id)
+    with what_if_tab:
+        whatif.render(effect, cap.n_layers, plain.id)
+    if patch_tab.open:
+        with patch_tab:
+            patching_tab(plain)
 
 
 main()

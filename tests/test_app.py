@@ -68,8 +68,13 @@ def plotly_count(at: AppTest) -> int:
     return sum(1 for e in at.main if getattr(e, "type", "") == "plotly_chart")
 
 
+def unescaped(markdown: str) -> str:
+    """What markdown escaped with ``md_escape`` shows: the characters without their backslashes."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
 def errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
+    return [unescaped(e.value) for e in at.error]
 
 
 def assert_usable(at: AppTest) -> None:
@@ -81,8 +86,9 @@ def test_every_view_renders(model_dir):
     at = run_app("one two three one two three", model_dir)
     assert_usable(at)
     assert not errors(at)
-    assert [t.label for t in at.tabs] == ["👀 Attention", "🔍 Logit lens", "⚡ Neurons"]
+    assert [t.label for t in at.tabs] == ["👀 Attention", "🔍 Logit lens", "⚡ Neurons", "🧪 What if", "🔁 Patching"]
     assert plotly_count(at) == 7  # head grid, head map, lens map, trajectory, neuron map, token bars, effect
+    assert not [w for w in at.text_input if w.key == "patch_clean"]  # the patching tab runs only when opened
     frames = iframes(at)
     assert len(frames) == 1  # one neuron on every token
     assert all("CircuitsVis.ColoredTokens" in html for html in frames)

@@ -6,11 +6,13 @@ import numpy as np
 import streamlit as st
 
 from backend.capture import Capture
+from backend.edits import HeadAblation
 from backend.heads import SCORE_NAMES, HeadScores
 from views import captions, circuits, coloured, figures
-from views.display import md_escape, visible
+from views.display import md_escape, token_labels
 from views.intro import intro
 from views.state import per_run
+from views.whatif import switch_off_button
 
 EXPLAIN = """
 Each layer of the model has several **attention heads**. At every token, a head decides
@@ -67,6 +69,9 @@ def _explore(cap: Capture, scores: HeadScores, script_url: str, run: str) -> Non
         fig = figures.attention_heatmap(cap.attention[layer - 1, head - 1], cap.tokens,
                                         f"Head {layer}.{head}: who reads whom")
         st.plotly_chart(fig, width="stretch", key="attention_head_map")
+        switch_off_button(HeadAblation(layer - 1, head - 1), f"Switch off head {layer}.{head}",
+                          "Run the model again without this head and compare the answers (What if tab).",
+                          key="switch_off_head")
     _reader(cap, layer, head, run)
     all_heads = st.toggle(f"Show all {cap.n_heads} heads of layer {layer} side by side (CircuitsVis)",
                           key="attention_all_heads",
@@ -84,7 +89,7 @@ def _reader(cap: Capture, layer: int, head: int, run: str) -> None:
     st.markdown("##### What one token reads")
     pick, sentence = st.columns([1, 3])
     query = pick.selectbox("Reading token", range(cap.n_tokens), index=cap.n_tokens - 1,
-                           format_func=lambda p: f"{p}: {visible(cap.tokens[p])}", key=per_run("attention_query", run),
+                           format_func=token_labels(cap.tokens).__getitem__, key=per_run("attention_query", run),
                            help="The token whose attention is shown as colour below.")
     shares = cap.attention[layer - 1, head - 1, query, : query + 1]
     sentence.markdown(md_escape(captions.reader_sentence(cap.tokens, shares, layer, head)) +

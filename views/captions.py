@@ -81,3 +81,88 @@ def neuron_sentence(layer: int, neuron: int, value: float, token: str) -> str:
     """Names the strongest activation in a layer."""
     return (f"In layer {layer + 1}, neuron {neuron} fires hardest, on {quoted(token)} "
             f"(activation {value:+.2f}).")
+
+
+def edit_label(edit: object) -> str:
+    """An edit in the page's words: layers and heads count from 1 as everywhere on the page."""
+    from backend.edits import HeadAblation, NeuronAblation, PromptSteering
+
+    if isinstance(edit, HeadAblation):
+        return f"head {edit.layer + 1}.{edit.head + 1} off" + (" (set to its mean)" if edit.mode == "mean" else "")
+    if isinstance(edit, NeuronAblation):
+        state = "off" if edit.value == 0 else f"set to {edit.value:g}"
+        return f"neuron {edit.neuron} of layer {edit.layer + 1} {state}"
+    if isinstance(edit, PromptSteering):
+        where = "at the embeddings" if edit.layer == 0 else f"after layer {edit.layer}"
+        return (f"steering {where} toward {quoted(edit.prompt_a)} and away from {quoted(edit.prompt_b)}, "
+                f"strength {edit.strength:g}")
+    return type(edit).__name__
+
+
+def _joined(labels: list[str]) -> str:
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+
+
+def what_if_sentence(labels: list[str], answer: str, before: float, after: float,
+                     new_top: str, new_top_prob: float) -> str:
+    """E.g. "Switching off head 3.4 drops ' green' from 97% to 4%; the model now says ' the' (20%).".
+
+    ``labels`` name the edits (``edit_label``); ``before``/``after`` are the answer's
+    probabilities without and with them; ``new_top`` is the top guess with them.
+    """
+    token = quoted(answer)
+    it = "it" if len(labels) == 1 else "them"
+    ablations = all(label.endswith(" off") for label in labels)
+    if ablations:
+        subject = "Switching off " + _joined([label.removesuffix(" off") for label in labels])
+        moved = f"{'drops' if after < before else 'raises'} {token} from {before:.0%} to {after:.0%}"
+        kept = f"leaves {token} almost where it was ({before:.0%} → {after:.0%})"
+    else:
+        subject = "With " + _joined(labels) + ","
+        moved = f"{token} goes from {before:.0%} to {after:.0%}"
+        kept = f"{token} stays almost where it was ({before:.0%} → {after:.0%})"
+    if abs(after - before) < 0.05 and new_top == answer:
+        return f"{subject} {kept}" + (f": this answer does not depend on {it}." if ablations else ".")
+    sentence = f"{subject} {moved}"
+    if new_top != answer:
+        sentence += f"; the model now says {quoted(new_top)} ({new_top_prob:.0%})"
+    if ablations and after < before / 2:
+        sentence += f": for this prompt, the answer depends on {it}"
+    return sentence + "."
+
+
+def patching_sentence(resid: np.ndarray, attn: np.ndarray, mlp: np.ndarray, heads: np.ndarray,
+                      labels: list[str]) -> str:
+    """Where the deciding information sits and when it reaches the last position.
+
+    Arrays are the sweep's shares of the answer margin restored: ``resid`` (layers + 1, n),
+    ``attn`` and ``mlp`` (layers, n), ``heads`` (layers, heads); ``labels`` name positions.
+    """
+    n = resid.shape[1]
+    last = n - 1
+    if np.isnan(resid).all():
+        return "The two prompts give the same margin between the answer and the foil, so there is nothing to restore."
+    start = int(np.nanargmax(resid[0]))
+    parts = []
+    if start == last:
+        parts.append(f"The prompts differ at the last position ({labels[last]}), so the deciding information "
+                     "is there from the start.")
+    else:
+        parts.append(f"At first the deciding information sits at position {start} ({labels[start]}): "
+                     f"putting back the clean embedding there restores {resid[0, start]:.0%} of the answer's margin.")
+        moved = [layer for layer in range(resid.shape[0]) if resid[layer, last] >= 0.5]
+        if moved:
+            layer = moved[0]
+            parts.append(f"It reaches the last position by {'the embeddings' if layer == 0 else f'layer {layer}'} "
+                         f"({resid[layer, last]:.0%} restored there).")
+    for name, values in (("attention", attn), ("MLP", mlp)):
+        if values.size and not np.isnan(values).all():
+            layer, pos = np.unravel_index(int(np.nanargmax(values)), values.shape)
+            if values[layer, pos] >= 0.2:
+                parts.append(f"The largest single {name} output is layer {layer + 1}'s at position {pos} "
+                             f"({labels[pos]}, {values[layer, pos]:.0%}).")
+    if heads.size and not np.isnan(heads).all():
+        layer, head = np.unravel_index(int(np.nanargmax(heads)), heads.shape)
+        if heads[layer, head] >= 0.2:
+            parts.append(f"Among heads, {layer + 1}.{head + 1} restores the most ({heads[layer, head]:.0%}).")
+    return " ".join(parts)

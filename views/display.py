@@ -61,6 +61,11 @@ def position_labels(tokens: list[str], positions: Iterable[int] | None = None) -
     return [f"{safe(t, LABEL_CHARS)} ·{p}" for t, p in zip(tokens, positions, strict=True)]
 
 
+def token_labels(tokens: list[str]) -> list[str]:
+    """Select-box labels "position: token": small strings a widget may keep (never a capture)."""
+    return [f"{p}: {visible(t)}" for p, t in enumerate(tokens)]
+
+
 def layer_label(layer: int) -> str:
     """0 is the embeddings; i is the residual stream after block i."""
     return "embed" if layer == 0 else f"layer {layer}"

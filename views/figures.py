@@ -218,3 +218,37 @@ def effect_bars(promoted: list[str], promoted_values: np.ndarray, suppressed: li
     return _figure(traces, _layout(
         "", 120 + 28 * max(len(promoted), len(suppressed)), left=text_px(traces[0]["y"]) + 15,
         bottom=TICK_FONT["size"] + LINE_PX + 25, **grid))
+
+
+def patching_heatmap(values: np.ndarray, row_names: list[str], column_labels: list[str], title: str,
+                     x_title: str) -> go.Figure:
+    """Shares of the answer margin restored (rows x columns), blue below 0, orange above; 0 is white.
+
+    ``column_labels`` are already escaped (``position_labels`` or plain numbers).
+    """
+    rows, cols = values.shape
+    text = np.where(np.isnan(values), "", np.char.mod("%.0f%%", 100 * np.nan_to_num(values)))
+    heat = {"type": "heatmap", "z": values, "x": list(range(cols)), "y": list(range(rows)), "zmid": 0,
+            "zmin": -1, "zmax": 1, "colorscale": SIGNED, "colorbar": {"title": {"text": "restored"}},
+            "customdata": [[f"{row_names[r]}, {column_labels[c]}" for c in range(cols)] for r in range(rows)],
+            "hovertemplate": "%{customdata}: %{z:.1%} restored<extra></extra>"}
+    if cols <= 24:
+        heat |= {"text": text, "texttemplate": "%{text}", "textfont": {"size": 12}}
+    return _figure([heat], _layout(
+        title, 150 + 36 * rows, left=text_px(row_names) + 15, bottom=_slanted(column_labels) + LINE_PX + 20,
+        right=COLORBAR_PX,
+        xaxis=_axis(title={"text": x_title}, tickmode="array", tickvals=list(range(cols)), ticktext=column_labels,
+                    tickangle=-60 if cols > 8 or text_px(column_labels) > 60 else 0),
+        yaxis=_axis(tickmode="array", tickvals=list(range(rows)), ticktext=row_names, autorange="reversed")))
+
+
+def before_after(before: np.ndarray, after: np.ndarray, token: str) -> go.Figure:
+    """One token's lens probability at every layer, without and with the edits."""
+    names = [layer_label(i) for i in range(len(before))]
+    lines = [_line(names, before, "as the model is", "#0072b2", ("x", "y")),
+             _line(names, after, "with the edits", "#e69f00", ("x", "y"), dash="dash")]
+    return _figure(lines, _layout(
+        f"{safe(token)}: probability after every layer", 360, left=text_px(["0.8"]) + LINE_PX + 25,
+        bottom=TICK_FONT["size"] + 2 * LINE_PX + 30,
+        legend={"orientation": "h", "x": 0, "y": 0, "yanchor": "bottom", "yref": "container"},
+        xaxis=_axis(), yaxis=_axis(title={"text": "probability"}, range=[0, 1])))

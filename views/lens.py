@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import streamlit as st
@@ -10,7 +10,7 @@ import streamlit as st
 from backend.capture import Capture
 from backend.lens import LensSummary
 from views import captions, figures
-from views.display import md_escape, visible
+from views.display import md_escape, token_labels, visible
 from views.intro import intro
 from views.state import per_run
 
@@ -29,16 +29,20 @@ CAVEAT = ("Early layers were never trained to be read this way, so their lens re
           "unreliable; trust the last few layers most.")
 WINDOW = 16
 
-Trajectory = Callable[[int, int], tuple[np.ndarray, np.ndarray]]  # (token id, position) -> probs, ranks
+class Trajectories(Protocol):
+    """Where the view gets a token's trajectory that the summary does not hold (cached per run)."""
+
+    def trajectory(self, token_id: int, position: int) -> tuple[np.ndarray, np.ndarray]:
+        """Probability and rank (layers,) of ``token_id`` at ``position``."""
 
 
-def render(cap: Capture, summary: LensSummary, trajectory: Trajectory, run: str) -> None:
+def render(cap: Capture, summary: LensSummary, lab: Trajectories, run: str) -> None:
     """Draw the whole view; widget changes rerun only the fragment below.
 
     ``run`` identifies this prompt's run: the selections it keys start afresh with each prompt.
     """
     intro(captions.lens_sentence(summary, cap.n_tokens - 1), EXPLAIN, CAVEAT)
-    _explore(cap, summary, trajectory, run)
+    _explore(cap, summary, lab, run)
 
 
 def _window(n: int, run: str) -> np.ndarray:
@@ -49,23 +53,23 @@ def _window(n: int, run: str) -> np.ndarray:
 
 
 @st.fragment
-def _explore(cap: Capture, summary: LensSummary, trajectory: Trajectory, run: str) -> None:
+def _explore(cap: Capture, summary: LensSummary, lab: Trajectories, run: str) -> None:
     shown = _window(cap.n_tokens, run)
     st.plotly_chart(figures.lens_heatmap(summary.top_tokens[:, shown], summary.top_probs[:, shown],
                                          cap.tokens, shown), width="stretch", key="lens_map")
     pos_col, tok_col = st.columns(2)
     position = pos_col.selectbox("Position to follow", range(cap.n_tokens), index=cap.n_tokens - 1,
-                                 format_func=lambda p: f"{p}: {visible(cap.tokens[p])}",
+                                 format_func=token_labels(cap.tokens).__getitem__,
                                  key=per_run("lens_position", run))
     ids, names = _candidates(summary, position)
-    choice = tok_col.selectbox("Token to track", range(len(ids)), format_func=lambda i: visible(names[i]),
+    choice = tok_col.selectbox("Token to track", range(len(ids)), format_func=[visible(n) for n in names].__getitem__,
                                key=per_run(f"lens_token_{position}", run),
                                help="The final top guess and every layer's top guess at this position.")
     token_id = ids[choice]
     if token_id == int(summary.target_ids[position]):
         probs, ranks = summary.target_probs[:, position], summary.target_ranks[:, position]
     else:
-        probs, ranks = trajectory(token_id, position)
+        probs, ranks = lab.trajectory(token_id, position)
     if position != cap.n_tokens - 1:  # the view's opening sentence already tells the last position's story
         st.markdown(md_escape(captions.lens_sentence(summary, position)))
     st.plotly_chart(figures.trajectory(probs, ranks, summary.entropy[:, position],

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import streamlit as st
 
 from backend.capture import Capture
+from backend.edits import NeuronAblation
 from backend.neurons import NeuronEffect
 from views import captions, circuits, figures
-from views.display import md_escape, visible
+from views.display import md_escape, token_labels, visible
 from views.intro import intro
 from views.state import per_run
+from views.whatif import switch_off_button
 
 EXPLAIN = """
 After attention, each layer runs an **MLP**: thousands of **neurons**, each computing one
@@ -26,7 +28,12 @@ CAVEAT = ("Single neurons are rarely clean concepts: most respond to several unr
           "things, and their effect depends on everything else in the layer.")
 TOP_NEURONS = 20
 
-Effect = Callable[[int, int, int], NeuronEffect]  # (layer, neuron, position) -> effect
+
+class Effects(Protocol):
+    """Where the view gets a neuron's effect on the logits (cached per run)."""
+
+    def effect(self, layer: int, neuron: int, position: int) -> NeuronEffect:
+        """The direct effect of ``neuron`` of ``layer`` at ``position``."""
 
 
 def top_neurons(acts: np.ndarray, count: int) -> np.ndarray:
@@ -35,17 +42,17 @@ def top_neurons(acts: np.ndarray, count: int) -> np.ndarray:
     return np.argsort(-peak, kind="stable")[:count]
 
 
-def render(cap: Capture, effect: Effect, script_url: str, run: str) -> None:
+def render(cap: Capture, lab: Effects, script_url: str, run: str) -> None:
     """Draw the whole view; widget changes rerun only the fragment below.
 
     ``run`` identifies this prompt's run: the selections it keys start afresh with each prompt.
     """
     intro(None, EXPLAIN, CAVEAT)  # the sentence depends on the layer picked below
-    _explore(cap, effect, script_url, run)
+    _explore(cap, lab, script_url, run)
 
 
 @st.fragment
-def _explore(cap: Capture, effect: Effect, script_url: str, run: str) -> None:
+def _explore(cap: Capture, lab: Effects, script_url: str, run: str) -> None:
     layer = st.selectbox("Layer", range(cap.n_layers), index=cap.n_layers - 1,
                          format_func=lambda i: f"layer {i + 1}", key="neuron_layer")
     acts = cap.neurons[layer]  # (n, d_mlp)
@@ -65,7 +72,7 @@ def _explore(cap: Capture, effect: Effect, script_url: str, run: str) -> None:
     token_col, neuron_col = st.columns(2)
     with token_col:
         position = st.selectbox("Token", range(cap.n_tokens), index=cap.n_tokens - 1,
-                                format_func=lambda p: f"{p}: {visible(cap.tokens[p])}",
+                                format_func=token_labels(cap.tokens).__getitem__,
                                 key=per_run("neuron_token", run))
         best = np.argsort(-np.abs(acts[position]), kind="stable")[:10]
         st.plotly_chart(figures.bars([f"#{i}" for i in best], acts[position, best],
@@ -77,7 +84,10 @@ def _explore(cap: Capture, effect: Effect, script_url: str, run: str) -> None:
         st.markdown(f"**Neuron {chosen} on every token** (orange: positive, blue: negative)")
         st.iframe(circuits.colored_tokens_html(cap.tokens, acts[:, chosen], script_url),
                         height=circuits.text_height(cap.tokens, chars_per_line=50))
-        _effect(effect(layer, chosen, position), cap.tokens[position])
+        switch_off_button(NeuronAblation(layer, chosen), f"Switch off neuron {chosen} of layer {layer + 1}",
+                          "Run the model again with this neuron at zero on every token and compare the answers "
+                          "(What if tab).", key="switch_off_neuron")
+        _effect(lab.effect(layer, chosen, position), cap.tokens[position])
 
 
 def _effect(result: NeuronEffect, token: str) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 
+import streamlit as st
+
 
 def run_id(*parts: object) -> str:
     """A short id for one run, from what identifies it (model, prompt, token limit)."""
@@ -26,3 +28,28 @@ def per_run(name: str, run: str) -> str:
 def name_of(key: str) -> str:
     """The widget's name without its run id."""
     return key.split("@", 1)[0]
+
+
+EDITS = "edits"  # session key of the page's active edits: a tuple of small frozen values
+
+
+def active_edits() -> tuple:
+    """The edits the reader has switched on (small values: head and neuron ablations, prompt steering)."""
+    return tuple(st.session_state.get(EDITS, ()))
+
+
+def add_edit(edit: object) -> None:
+    """Switch an edit on (once)."""
+    current = active_edits()
+    if edit not in current:
+        st.session_state[EDITS] = (*current, edit)
+
+
+def remove_edit(edit: object) -> None:
+    """Switch an edit off."""
+    st.session_state[EDITS] = tuple(e for e in active_edits() if e != edit)
+
+
+def clear_edits() -> None:
+    """Switch every edit off."""
+    st.session_state[EDITS] = ()

@@ -1,0 +1,165 @@
+"""The what-if and patching views, without a browser, checked against the backend on the demo model."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+import backend
+from backend.edits import HeadAblation, NeuronAblation, PromptSteering
+from backend.patching import patching_sweep
+from tests.spans import token_spans
+from tests.test_app import APP, assert_usable, errors, unescaped
+from tests.test_views import plain
+
+INDUCTION = "apple river lamp cloud seven green door apple river lamp cloud seven green"
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return backend.load_model()
+
+
+def open_app(prompt: str, edits: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["model"] = "demo"
+    at.query_params["prompt"] = prompt
+    if edits is not None:
+        at.query_params["edits"] = edits
+    at.run()
+    return at
+
+
+def guesses(at: AppTest, which: int) -> list[tuple[str, float]]:
+    """The next-token bars: 0 the header's, then the what-if view's before (1) and after (2)."""
+    bodies = [e.proto.body for e in at.main if getattr(e, "type", "") == "html"
+              and 'data-view="next-token-guesses"' in e.proto.body]
+    return [(span.text, span.value) for span in token_spans(bodies[which])]
+
+
+def softmax_top(logits: np.ndarray, k: int = 5) -> tuple[list[int], np.ndarray]:
+    probs = torch.from_numpy(logits).softmax(-1)
+    values, ids = probs.topk(k)
+    return ids.tolist(), values.numpy()
+
+
+def test_switching_off_a_head_compares_the_answers(demo):
+    at = open_app(INDUCTION)
+    (button,) = [b for b in at.button if b.label.startswith("Switch off head")]
+    layer, head = (int(x) for x in button.label.rsplit(" ", 1)[1].split("."))
+    button.click().run()
+    assert_usable(at)
+    assert json.loads(at.query_params["edits"]) == [["head", layer - 1, head - 1, "zero"]]  # the link holds it
+    edited = backend.capture(demo, INDUCTION, edits=[HeadAblation(layer - 1, head - 1)])
+    plain = backend.capture(demo, INDUCTION)
+    ids, probs = softmax_top(edited.logits[-1])
+    after = guesses(at, 2)
+    np.testing.assert_allclose([value for _, value in after], probs, atol=1e-5)
+    answer = int(plain.logits[-1].argmax())
+    p_before = float(torch.from_numpy(plain.logits[-1]).softmax(-1)[answer])
+    p_after = float(torch.from_numpy(edited.logits[-1]).softmax(-1)[answer])
+    banner = unescaped(at.info[0].value)
+    assert f"Switching off head {layer}.{head}" in banner
+    assert f"from {p_before:.0%} to {p_after:.0%}" in banner or f"({p_before:.0%} → {p_after:.0%})" in banner
+    assert any(b.label.startswith(f"✕ head {layer}.{head} off") for b in at.button)
+
+
+def test_a_link_with_edits_reproduces_them_and_undo_removes_them(demo):
+    edits = [HeadAblation(3, 1), NeuronAblation(2, 5)]
+    at = open_app(INDUCTION, json.dumps([["head", 3, 1, "zero"], ["neuron", 2, 5, 0.0]]))
+    assert_usable(at)
+    edited = backend.capture(demo, INDUCTION, edits=edits)
+    _, probs = softmax_top(edited.logits[-1])
+    np.testing.assert_allclose([value for _, value in guesses(at, 2)], probs, atol=1e-5)
+    assert "Switching off head 4.2 and neuron 5 of layer 3" in unescaped(at.info[0].value)
+    next(b for b in at.button if b.label.startswith("✕ head 4.2")).click().run()
+    assert json.loads(at.query_params["edits"]) == [["neuron", 2, 5, 0.0]]
+    next(b for b in at.button if b.label.startswith("✕ neuron 5")).click().run()
+    assert "edits" not in at.query_params
+    assert not at.info or "What if" not in at.info[0].value
+
+
+@pytest.mark.parametrize("edits,message", [
+    ("not json", "could not be read"),
+    ('[["head", 9, 0, "zero"]]', "layer 9 is out of range"),
+    ('[["neuron", 0, 99999, 0]]', "neuron 99999 is out of range"),
+    ('[["explode", 1]]', "could not be read"),
+])
+def test_bad_link_edits_get_one_message(edits, message):
+    at = open_app("The capital of France is", edits)
+    assert_usable(at)
+    shown = [unescaped(w.value) for w in at.warning] + errors(at)
+    assert any(message in text for text in shown), shown
+
+
+def test_markdown_in_a_link_stays_text():
+    payload = "![x](http://127.0.0.1:9/x.png) [Click here](http://127.0.0.1:9/phish)"
+    at = open_app("The dog says", json.dumps([["steer", 0, 2.0, payload, "The dog"]]))
+    assert_usable(at)
+    for element in (*at.markdown, *at.info, *at.caption, *at.warning, *at.error):
+        value = element.value
+        assert "](http" not in value.replace("\\]\\(", "")  # every [ ] ( ) is escaped: no link, no image
+        assert "![" not in value
+
+
+def test_steering_from_the_form(demo):
+    at = open_app("The dog says")
+    at.text_input[-2].set_value("The cat")  # toward
+    at.text_input[-1].set_value("The dog")  # away from
+    next(b for b in at.button if b.label == "Steer").click().run()
+    assert_usable(at)
+    (edit,) = [e for e in at.session_state["edits"]]
+    assert edit == PromptSteering(0, "The cat", "The dog", 2.0)
+    steered = backend.capture(demo, "The dog says", edits=[edit])
+    ids, probs = softmax_top(steered.logits[-1])
+    after = guesses(at, 2)
+    assert after[0][0].strip() == demo.tokenizer.decode([ids[0]]).strip() == "meow"
+    np.testing.assert_allclose([value for _, value in after], probs, atol=1e-5)
+
+
+def test_an_edit_runs_the_model_once_more_and_nothing_else(monkeypatch):
+    forwards = []
+    module = sys.modules["backend.capture"]
+    real = module.run_forward
+    monkeypatch.setattr(module, "run_forward", lambda *a, **k: forwards.append(a[2] if len(a) > 2 else ()) or
+                        real(*a, **k))
+    at = open_app("a prompt nobody else runs: one two three one two")
+    assert len(forwards) == 1
+    next(b for b in at.button if b.label.startswith("Switch off neuron")).click().run()
+    assert len(forwards) == 2 and forwards[1]  # one more forward pass, the edited one
+    at.selectbox(key="neuron_layer").select(0).run()  # a selection: no model run
+    assert len(forwards) == 2
+
+
+def test_patching_tab_shows_the_sweep(demo):
+    at = open_app("The capital of France is")
+    at.session_state["view_tab"] = "🔁 Patching"
+    at.run()
+    assert_usable(at)
+    clean, corrupt = "The capital of France is", "The capital of Italy is"
+    answer = int(backend.capture(demo, clean).logits[-1].argmax())
+    foil = int(backend.capture(demo, corrupt).logits[-1].argmax())
+    sweep = patching_sweep(demo, clean, corrupt, answer, foil)
+    charts = {c.proto.id: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+    resid = next(spec for spec in charts.values()
+                 if "Residual stream" in spec["layout"]["title"]["text"])["data"][0]["z"]
+    np.testing.assert_allclose(np.array(plain(resid), dtype=float).reshape(sweep.resid.shape), sweep.resid, atol=1e-4)
+    sentence = unescaped(next(m.value for m in at.markdown if "deciding information" in m.value))
+    assert f"restores {sweep.resid[0, 4]:.0%}" in sentence and "' France'/' Italy'" in sentence
+
+
+def test_patching_prompts_of_different_lengths_get_one_message(demo):
+    at = open_app("The capital of France is")
+    at.session_state["view_tab"] = "🔁 Patching"
+    at.run()
+    at.text_input(key="patch_corrupt").set_value("The capital of the country Italy is").run()
+    assert_usable(at)
+    (message,) = errors(at)
+    counts = [len(demo.tokenizer(p)["input_ids"]) for p in ("The capital of France is",
+                                                            "The capital of the country Italy is")]
+    assert f"the clean prompt has {counts[0]} tokens and the corrupt one has {counts[1]}" in message
