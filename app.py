@@ -33,7 +33,8 @@ from backend.run import MAX_LINK_EDITS, Run, edits_from_json
 from backend.whatif import EditEffect, edit_effect
 from views import attention, captions, circuits, coloured, lens, neurons, patching, whatif
 from views.display import md_escape, quoted, visible
-from views.state import EDITS, active_edits, per_run
+from views.state import per_run
+from views.whatif import EDITS, active_edits
 
 st.set_page_config(page_title="Model X-ray", page_icon="🩻", layout="wide")
 
@@ -52,7 +53,7 @@ EXAMPLES = {
 }
 DEFAULT_PROMPT = EXAMPLES["A fact"][0]
 MAX_PROMPT_CHARS = 20_000
-VIEWS = ["👀 Attention", "🔍 Logit lens", "⚡ Neurons", "🧪 What if", "🔁 Patching"]
+VIEWS = ["Attention", "Logit lens", "Neurons", "What if", "Patching"]  # no emoji: shown as boxes without a font
 MiB = 2**20
 RUN_CACHE_BYTES = int(os.environ.get("XRAY_CACHE_MB", "1024")) * MiB  # captures and their lens summaries
 DERIVED_CACHE_BYTES = 64 * MiB  # trajectories, neuron effects, edit effects, patching sweeps
@@ -313,7 +314,7 @@ def main() -> None:
     """Draw the page."""
     static = circuits.install_bundle(Path(__file__).parent / "static")
     script_url = f"/app/static/{static.name}"
-    st.title("🩻 Model X-ray")
+    st.title("Model X-ray")
     st.markdown("See what happens **inside** a language model while it reads your prompt: which "
                 "words each attention head looks at, what the model would guess after every layer, "
                 "and which neurons fire. Then switch parts off and see whether the answer changes.")

@@ -138,7 +138,7 @@ def test_an_edit_runs_the_model_once_more_and_nothing_else(monkeypatch):
 
 def test_patching_tab_shows_the_sweep(demo):
     at = open_app("The capital of France is")
-    at.session_state["view_tab"] = "🔁 Patching"
+    at.session_state["view_tab"] = "Patching"
     at.run()
     assert_usable(at)
     clean, corrupt = "The capital of France is", "The capital of Italy is"
@@ -155,7 +155,7 @@ def test_patching_tab_shows_the_sweep(demo):
 
 def test_patching_prompts_of_different_lengths_get_one_message(demo):
     at = open_app("The capital of France is")
-    at.session_state["view_tab"] = "🔁 Patching"
+    at.session_state["view_tab"] = "Patching"
     at.run()
     at.text_input(key="patch_corrupt").set_value("The capital of the country Italy is").run()
     assert_usable(at)

@@ -126,6 +126,8 @@ def what_if_sentence(labels: list[str], answer: str, before: float, after: float
     sentence = f"{subject} {moved}"
     if new_top != answer:
         sentence += f"; the model now says {quoted(new_top)} ({new_top_prob:.0%})"
+    elif after < 0.3:
+        sentence += ", and no other guess takes its place (the model is left unsure)"
     if ablations and after < before / 2:
         sentence += f": for this prompt, the answer depends on {it}"
     return sentence + "."

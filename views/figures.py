@@ -227,18 +227,20 @@ def patching_heatmap(values: np.ndarray, row_names: list[str], column_labels: li
     ``column_labels`` are already escaped (``position_labels`` or plain numbers).
     """
     rows, cols = values.shape
-    text = np.where(np.isnan(values), "", np.char.mod("%.0f%%", 100 * np.nan_to_num(values)))
+    percent = np.rint(100 * np.nan_to_num(values)).astype(int)  # whole numbers: no "-0%"
+    text = np.where(np.isnan(values), "", np.char.mod("%d%%", percent))
     heat = {"type": "heatmap", "z": values, "x": list(range(cols)), "y": list(range(rows)), "zmid": 0,
             "zmin": -1, "zmax": 1, "colorscale": SIGNED, "colorbar": {"title": {"text": "restored"}},
             "customdata": [[f"{row_names[r]}, {column_labels[c]}" for c in range(cols)] for r in range(rows)],
             "hovertemplate": "%{customdata}: %{z:.1%} restored<extra></extra>"}
     if cols <= 24:
         heat |= {"text": text, "texttemplate": "%{text}", "textfont": {"size": 12}}
+    slanted = text_px(column_labels) > 40
+    bottom = (_slanted(column_labels) if slanted else TICK_FONT["size"]) + LINE_PX + 25
     return _figure([heat], _layout(
-        title, 150 + 36 * rows, left=text_px(row_names) + 15, bottom=_slanted(column_labels) + LINE_PX + 20,
-        right=COLORBAR_PX,
+        title, 50 + bottom + max(36 * rows, 150), left=text_px(row_names) + 15, bottom=bottom, right=COLORBAR_PX,
         xaxis=_axis(title={"text": x_title}, tickmode="array", tickvals=list(range(cols)), ticktext=column_labels,
-                    tickangle=-60 if cols > 8 or text_px(column_labels) > 60 else 0),
+                    tickangle=-60 if slanted else 0),
         yaxis=_axis(tickmode="array", tickvals=list(range(rows)), ticktext=row_names, autorange="reversed")))
 
 

@@ -10,7 +10,6 @@ from backend.whatif import EditEffect
 from views import captions, coloured, figures
 from views.display import layer_label
 from views.intro import intro
-from views.state import active_edits, add_edit, clear_edits, remove_edit
 
 EXPLAIN = """
 The other views show what happens inside; they cannot say whether it *matters*. Here you
@@ -28,6 +27,30 @@ CAVEAT = ("Switching a part off tests this prompt, not the part's role in genera
           "a zero there during training, and other parts can take over. Steering far (large strengths) "
           "pushes the model where it has never been, and its guesses then mean little.")
 STEER_DEFAULTS = ("The cat", "The dog")
+
+EDITS = "edits"  # session key of the page's active edits: a tuple of small frozen values
+
+
+def active_edits() -> tuple:
+    """The edits the reader has switched on (small values: head and neuron ablations, prompt steering)."""
+    return tuple(st.session_state.get(EDITS, ()))
+
+
+def add_edit(edit: object) -> None:
+    """Switch an edit on (once)."""
+    current = active_edits()
+    if edit not in current:
+        st.session_state[EDITS] = (*current, edit)
+
+
+def remove_edit(edit: object) -> None:
+    """Switch an edit off."""
+    st.session_state[EDITS] = tuple(e for e in active_edits() if e != edit)
+
+
+def clear_edits() -> None:
+    """Switch every edit off."""
+    st.session_state[EDITS] = ()
 
 
 def render(effect: EditEffect | None, n_layers: int, run: str) -> None:
