@@ -6,7 +6,9 @@ Run with ``streamlit run app.py``.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from views.state import per_run
 from views.whatif import EDITS, active_edits
 
 st.set_page_config(page_title="Model X-ray", page_icon="🩻", layout="wide")
+LOG = logging.getLogger("model_xray")
 
 DEMO = "Bundled demo model (offline)"
 OTHER = "Other: type a hub id or a local folder"
@@ -57,6 +60,36 @@ VIEWS = ["Attention", "Logit lens", "Neurons", "What if", "Patching"]  # no emoj
 MiB = 2**20
 RUN_CACHE_BYTES = int(os.environ.get("XRAY_CACHE_MB", "1024")) * MiB  # captures and their lens summaries
 DERIVED_CACHE_BYTES = 64 * MiB  # trajectories, neuron effects, edit effects, patching sweeps
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Who may make the server do what: open for one user on their own machine, narrow in public mode."""
+
+    public: bool  # XRAY_PUBLIC=1: a room of visitors
+    models: tuple[str, ...]  # XRAY_MODELS: hub ids or folders offered besides the bundled model (public mode)
+    max_tokens: int  # XRAY_MAX_TOKENS: the sidebar's ceiling (public default 128)
+    new_runs_per_minute: int  # XRAY_RUNS_PER_MINUTE: model runs one visitor may start per minute (public mode)
+
+    @classmethod
+    def from_env(cls) -> Policy:
+        """Read the environment; malformed numbers fall back to the defaults."""
+        public = os.environ.get("XRAY_PUBLIC", "").strip().lower() not in ("", "0", "false", "no")
+
+        def number(name: str, default: int) -> int:
+            try:
+                return max(1, int(os.environ.get(name, default)))
+            except ValueError:
+                return default
+
+        models = tuple(m.strip() for m in os.environ.get("XRAY_MODELS", "").split(",") if m.strip())
+        return cls(public=public, models=models if public else (),
+                   max_tokens=number("XRAY_MAX_TOKENS", 128 if public else 4096),
+                   new_runs_per_minute=number("XRAY_RUNS_PER_MINUTE", 12))
+
+
+POLICY = Policy.from_env()
+MODEL_SLOTS = 1 + len(POLICY.models) if POLICY.public else 2  # public: a visitor can never evict the presenter's
 
 
 @dataclass(frozen=True)
@@ -85,9 +118,9 @@ class Analysis:
         return self.capture.nbytes + summary + 64 * self.summary.top_tokens.size
 
 
-@st.cache_resource(max_entries=2, show_spinner=False)
+@st.cache_resource(max_entries=MODEL_SLOTS, show_spinner=False)
 def get_model(source: str | None, device: str, dtype: str) -> LoadedModel:
-    """One shared model per (source, device, dtype); at most two kept in memory."""
+    """One shared model per (source, device, dtype); at most two kept (public mode: every listed one)."""
     return load_model(source, device=device, dtype=None if dtype == "auto" else dtype)
 
 
@@ -159,6 +192,8 @@ def sweep_of(clean: Run, corrupt: Run, answer_id: int, foil_id: int) -> Patching
 def model_choice() -> str | None:
     """The sidebar's model picker, starting from the URL's ``model``."""
     wanted = st.query_params.get("model", "demo")
+    if POLICY.public:
+        return _public_model_choice(wanted)
     options = [DEMO, *POPULAR, OTHER]
     index = 0 if wanted == "demo" else options.index(wanted) if wanted in POPULAR else len(options) - 1
     picked = st.sidebar.selectbox("Model", options, index=index, key="model_pick",
@@ -169,14 +204,32 @@ def model_choice() -> str | None:
         typed = st.sidebar.text_input("Hub id or local folder", value="" if wanted == "demo" else wanted,
                                       placeholder="e.g. EleutherAI/pythia-70m or ./my-model",
                                       key="model_typed").strip()
+        if not typed:
+            st.sidebar.info("Type a hub id or a folder above; until then the page shows the bundled demo model.")
         return typed or None
     return picked
 
 
+def _public_model_choice(wanted: str) -> str | None:
+    """Public mode: only the bundled model and the presenter's list; a link cannot name another."""
+    options = [DEMO, *POLICY.models]
+    if wanted != "demo" and wanted not in POLICY.models:
+        st.warning(f"This page is in public mode: it offers only the models the presenter chose, so the link's "
+                   f"model {md_escape(repr(wanted[:200]))} is not loaded. Showing the bundled demo model.")
+    index = options.index(wanted) if wanted in POLICY.models else 0
+    picked = st.sidebar.selectbox("Model", options, index=index, key="model_pick")
+    return None if picked == DEMO else picked
+
+
 def sidebar() -> Settings:
-    """Model, device, dtype and token limit."""
+    """Model, device, dtype and token limit (public mode: the model only, from the presenter's list)."""
     st.sidebar.header("Model")
     source = model_choice()
+    limit = POLICY.max_tokens
+    if POLICY.public:
+        max_tokens = int(st.sidebar.number_input("Maximum tokens", 4, limit, limit, step=16, key="max_tokens",
+                                                 help="This page is shared: prompts stay short."))
+        return Settings(source=source, device="auto", dtype="auto", max_tokens=max_tokens)
     devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []) \
         + (["mps"] if torch.backends.mps.is_available() else []) \
         + (["sharded"] if torch.cuda.device_count() > 1 else [])
@@ -184,7 +237,7 @@ def sidebar() -> Settings:
                                   help="auto picks a GPU when there is one. sharded spreads a big model over GPUs.")
     dtype = st.sidebar.selectbox("Precision", ["auto", "float32", "bfloat16", "float16"], key="dtype",
                                  help="auto: float32 on CPU, half precision on GPU.")
-    max_tokens = int(st.sidebar.number_input("Maximum tokens", 4, 4096, 256, step=32, key="max_tokens"))
+    max_tokens = int(st.sidebar.number_input("Maximum tokens", 4, limit, min(256, limit), step=32, key="max_tokens"))
     return Settings(source=source, device=device, dtype=dtype, max_tokens=max_tokens)
 
 
@@ -255,7 +308,9 @@ def load_or_explain(settings: Settings) -> LoadedModel | None:
     except MemoryError:
         st.error(md_escape(f"Not enough memory to load {name}. Pick a smaller model or a lower precision."))
     except Exception as error:  # noqa: BLE001 - any loader failure must leave the page usable
-        st.error(md_escape(f"Could not load {name}: {type(error).__name__}: {error}"))
+        LOG.exception("could not load %s", name)
+        detail = "" if POLICY.public else f": {type(error).__name__}: {error}"
+        st.error(md_escape(f"Could not load {name}{detail}."))
     return None
 
 
@@ -268,8 +323,25 @@ def explained(compute, what: str):
     except (MemoryError, torch.OutOfMemoryError):
         st.error(f"Out of memory while {what}. Shorten the prompt or use a smaller model.")
     except Exception as error:  # noqa: BLE001
-        st.error(md_escape(f"The model failed while {what}: {type(error).__name__}: {error}"))
+        LOG.exception("failed while %s", what)
+        detail = "" if POLICY.public else f": {type(error).__name__}: {error}"  # visitors see no internals
+        st.error(md_escape(f"The model failed while {what}{detail}."))
     return None
+
+
+def rate_limited(run: Run) -> bool:
+    """Public mode: each visitor starts at most a few new model runs a minute (cached runs are free)."""
+    if not POLICY.public or run.plain() in caches()[0]:
+        return False
+    now = time.monotonic()
+    recent = [t for t in st.session_state.get("run_times", ()) if now - t < 60]
+    if len(recent) >= POLICY.new_runs_per_minute:
+        st.warning(f"This shared page runs at most {POLICY.new_runs_per_minute} new prompts a minute for each "
+                   f"visitor, so that everyone gets a turn. Try again in {60 - (now - recent[0]):.0f} seconds; "
+                   "the examples above are ready at once.")
+        return True
+    st.session_state["run_times"] = (*recent, now)
+    return False
 
 
 def what_if_banner(run: Run, effect: EditEffect) -> None:
@@ -327,6 +399,8 @@ def main() -> None:
     if lm is None:
         return
     describe(lm)
+    if rate_limited(run):
+        return
     with st.spinner("Running the model…"):
         result = explained(lambda: analyse(run), "running this prompt")
     if result is None:

@@ -6,9 +6,12 @@ failure becomes a ``ModelLoadError`` that says what went wrong and what to do.
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from transformers import (
@@ -26,6 +29,12 @@ BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "xray-demo"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEVICES = ("auto", "cpu", "cuda", "mps", "sharded")
+HUB_PROBE_TIMEOUT_S = 1.0  # one TCP connection to the hub tells whether it can be reached
+HUB_PROBE_MEMORY_S = 30.0  # how long that answer is trusted
+FAILURE_MEMORY_S = 300.0  # how long a hub id that failed while the hub was unreachable fails at once
+_hub_probe: dict[str, tuple[float, bool]] = {}  # endpoint -> (when, reachable)
+_offline_failures: dict[str, tuple[float, ModelLoadError]] = {}  # hub id -> (when, the error it gave)
+_memory_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -136,9 +145,54 @@ def _explain_hub_error(source: str, error: Exception) -> ModelLoadError:
         f"such model (check the spelling, e.g. 'gpt2' or 'EleutherAI/pythia-70m'). Detail: {text[:300]}")
 
 
-def _load_config(source: str):
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within a second (remembered 30 s).
+
+    Without internet and without ``HF_HUB_OFFLINE``, the hub client retries for about 24 s
+    before it gives up, on every attempt; a lecture hall's page would spin that long for
+    each visitor. With no answer here, loading goes straight to the local cache.
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    endpoint = constants.ENDPOINT
+    now = time.monotonic()
+    with _memory_lock:
+        known = _hub_probe.get(endpoint)
+    if known and now - known[0] < HUB_PROBE_MEMORY_S:
+        return known[1]
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    answer: list[bool] = []
+
+    def connect() -> None:  # in a thread: a name lookup with no network can hang past any socket timeout
+        try:
+            with socket.create_connection((url.hostname or "", port), timeout=HUB_PROBE_TIMEOUT_S):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(HUB_PROBE_TIMEOUT_S + 0.5)
+    reachable = bool(answer and answer[0])
+    with _memory_lock:
+        _hub_probe[endpoint] = (now, reachable)
+    return reachable
+
+
+def _remembered_failure(source: str) -> ModelLoadError | None:
+    with _memory_lock:
+        known = _offline_failures.get(source)
+    if known and time.monotonic() - known[0] < FAILURE_MEMORY_S:
+        return known[1]
+    return None
+
+
+def _load_config(source: str, local_only: bool):
     try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=local_only)
     except ValueError as error:
         if "trust_remote_code" in str(error) or "custom code" in str(error):
             raise ModelLoadError(
@@ -158,12 +212,12 @@ def _can_switch_attention(model_class: type) -> bool:
     return bool(check and check())
 
 
-def _load_weights(source: str, config, device: str, dtype: torch.dtype) -> PreTrainedModel:
+def _load_weights(source: str, config, device: str, dtype: torch.dtype, local_only: bool) -> PreTrainedModel:
     model_class = AutoModelForCausalLM._model_mapping.get(type(config), None)
     if model_class is None:
         raise ModelLoadError(f"{source!r} is a {config.model_type!r} model, which transformers "
                              "does not provide as a causal (decoder-only) language model.")
-    kwargs = {"dtype": dtype, "use_safetensors": True, "trust_remote_code": False}
+    kwargs = {"dtype": dtype, "use_safetensors": True, "trust_remote_code": False, "local_files_only": local_only}
     if not _can_switch_attention(model_class):
         # Families that cannot change attention at run time must start with weights exposed.
         kwargs["attn_implementation"] = "eager"
@@ -222,10 +276,19 @@ def load_model(source: str | Path | None = None, *, device: str = "auto",
             raise ModelLoadError(f"No model folder at {source}.")
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
-    config = _load_config(source)
-    model = _load_weights(source, config, device, torch_dtype)
+    local_only = path.is_dir() or not hub_reachable()
+    if not path.is_dir() and local_only and (known := _remembered_failure(source)) is not None:
+        raise known
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+        config = _load_config(source, local_only)
+        model = _load_weights(source, config, device, torch_dtype, local_only)
+    except ModelLoadError as error:
+        if not path.is_dir() and local_only:
+            with _memory_lock:
+                _offline_failures[source] = (time.monotonic(), error)
+        raise
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=local_only)
     except (OSError, ValueError, TypeError) as error:
         raise ModelLoadError(f"{name}: its tokenizer could not be loaded ({error}).") from error
     anatomy = discover(model)

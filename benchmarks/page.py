@@ -11,6 +11,7 @@ model, then measures:
 - a new prompt typed into an open page (Ctrl+Enter) until every view has drawn again: the
   loop of "change a word, see again";
 - a selection change in the logit-lens view until its fragment has redrawn;
+- a new pair of prompts entered in the patching view until its four heatmaps have drawn;
 - bytes received by the browser for one run at about 128 tokens: the app's websocket
   messages (the run's data) and HTTP responses (the page's code, cached after the first
   visit), counted separately.
@@ -34,6 +35,8 @@ from transformers import AutoTokenizer  # noqa: E402
 
 from benchmarks.capture_overhead import prompt_of  # noqa: E402
 from tests.browser import CIRCUITS_DRAWN, app_url, browser_page, open_tab, streamlit_app  # noqa: E402
+from training import corpus  # noqa: E402
+from views.patching import DEFAULT_PAIR  # noqa: E402
 
 PLOTS = ["attention_grid", "attention_head_map", "lens_map", "lens_trajectory", "neuron_map",
          "neuron_token_bars", "neuron_effect"]  # every plotly chart on the page, by key
@@ -104,6 +107,35 @@ def selection_redraw(page, option: int) -> float:
     return time.perf_counter() - start
 
 
+PATCH_PLOTS = ["patch_resid", "patch_attn", "patch_mlp", "patch_heads"]
+
+
+def country_pairs(tokenizer, count: int) -> list[tuple[str, str]]:
+    """Distinct (clean, corrupt) capital prompts whose token counts match."""
+    pairs = []
+    countries = list(corpus.CAPITALS)
+    for a in countries:
+        for b in countries:
+            clean, corrupt = f"The capital of {a} is", f"The capital of {b} is"
+            if a != b and len(tokenizer(clean)["input_ids"]) == len(tokenizer(corrupt)["input_ids"]) \
+                    and (clean, corrupt) != DEFAULT_PAIR:  # each round a pair the page has not run
+                pairs.append((clean, corrupt))
+    return pairs[::3][:count]
+
+
+def patching_draw(page, clean: str, corrupt: str) -> float:
+    """Type a new pair into the patching view; time until its four heatmaps have drawn."""
+    page.get_by_role("textbox", name="Clean prompt").fill(clean)
+    corrupt_box = page.get_by_role("textbox", name="Corrupt prompt")
+    corrupt_box.fill(corrupt)
+    page.evaluate(MARK_STALE)
+    start = time.perf_counter()
+    corrupt_box.press("Enter")
+    page.wait_for_function(f"([plots]) => plots.every({PLOT_REDRAWN}) && {IDLE}", arg=[PATCH_PLOTS],
+                           timeout=120_000, polling=20)
+    return time.perf_counter() - start
+
+
 def bytes_per_run(base: str, prompt: str, playwright) -> tuple[int, int]:
     with browser_page(playwright=playwright) as (page, _):
         ws_bytes = [0]
@@ -122,7 +154,8 @@ def main() -> None:
     args = parser.parse_args()
     tokenizer = AutoTokenizer.from_pretrained(ROOT / "models" / "xray-demo")
     prompts = [prompt_of(tokenizer, 64 + i) for i in range(3 * args.rounds)]  # distinct: no cache hit
-    cold, warm, typed, redraws = [], [], [], []
+    pairs = country_pairs(tokenizer, args.rounds)
+    cold, warm, typed, redraws, patch = [], [], [], [], []
     with streamlit_app() as base, sync_playwright() as playwright, \
             browser_page(playwright=playwright) as (returning, _):
         open_and_draw(returning, app_url(base, "warm up: load the model"))  # and fill this browser's cache
@@ -134,6 +167,9 @@ def main() -> None:
                 typed.append(new_prompt(page, prompts[3 * i + 2]))
                 open_tab(page, "Logit lens")
                 redraws.append(selection_redraw(page, 1 + i % 6))  # the list shows about 8 options
+                open_tab(page, "Patching")
+                page.wait_for_function(f"() => ({PLOT_REDRAWN})('patch_resid') && {IDLE}", timeout=120_000)
+                patch.append(patching_draw(page, *pairs[i]))
             page = context.new_page()  # a new tab in a browser that opened the app before
             warm.append(open_and_draw(page, app_url(base, prompts[3 * i + 1])))
             page.close()
@@ -143,7 +179,8 @@ def main() -> None:
             ("open /?prompt=... (64 tokens) to every view drawn, browser's first visit", cold, "<= 5 s"),
             ("the same in a new tab of a browser that opened the app before", warm, "<= 5 s"),
             ("a new prompt (64 tokens) typed into the open page to every view drawn again", typed, None),
-            ("selection change to its view redrawn", redraws, "<= 1 s")):
+            ("selection change to its view redrawn", redraws, "<= 1 s"),
+            ("patching view: a new pair of prompts entered to its four heatmaps drawn", patch, "<= 2 s")):
         aim = f"  (target {target})" if target else ""
         print(f"  {label}: {statistics.median(times):.2f} s ({min(times):.2f}-{max(times):.2f}){aim}")
     print(f"  one run at 128 tokens: websocket {ws / 2**10:,.0f} KiB; "

@@ -1,0 +1,135 @@
+"""Public mode, escaping of everything a link can carry, and fast failure with no internet."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.test_app import APP, assert_usable, errors, unescaped
+
+PAYLOADS = ["![x](http://127.0.0.1:9/x.png)", "[Click here to fix](http://127.0.0.1:9/phish)",
+            "<img src=x onerror=alert(1)>", "**bold** :red[alert] $x$"]
+
+
+def open_app(query: dict[str, str]) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    return at
+
+
+def markdown_texts(at: AppTest) -> list[str]:
+    return [e.value for e in (*at.markdown, *at.error, *at.warning, *at.info, *at.caption)]
+
+
+def assert_no_live_markup(at: AppTest) -> None:
+    """Every [ ] ( ) ! < > reaching markdown is escaped: no image, link or tag can form."""
+    for text in markdown_texts(at):
+        stripped = text.replace("\\[", "").replace("\\]", "").replace("\\(", "").replace("\\)", "") \
+            .replace("\\!", "").replace("\\<", "").replace("\\>", "")
+        assert "](" not in stripped and "<img" not in stripped, text
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_a_links_model_and_prompt_stay_text(payload):
+    at = open_app({"model": payload, "prompt": payload})
+    assert_usable(at)
+    assert_no_live_markup(at)
+    assert any(payload in message for message in errors(at))  # the bad model is named, as text
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_public_mode_refuses_a_links_model(monkeypatch, payload):
+    monkeypatch.setenv("XRAY_PUBLIC", "1")
+    at = open_app({"model": payload, "prompt": "The capital of France is"})
+    assert_usable(at)
+    assert_no_live_markup(at)
+    (warning,) = [unescaped(w.value) for w in at.warning]
+    assert "public mode" in warning and payload[:40] in warning
+    assert at.selectbox(key="model_pick").options == ["Bundled demo model (offline)"]
+    assert not [w for w in at.text_input if w.key == "model_typed"]  # no box for a path or hub id
+    assert not errors(at)  # the page runs on the bundled model instead
+
+
+def test_public_mode_limits_tokens_and_runs(monkeypatch):
+    monkeypatch.setenv("XRAY_PUBLIC", "1")
+    monkeypatch.setenv("XRAY_RUNS_PER_MINUTE", "2")
+    at = open_app({"prompt": "public one"})
+    box = at.number_input(key="max_tokens")
+    assert box.value == 128 and box.max == 128
+    assert not [s for s in at.selectbox if s.key in ("device", "dtype")]
+    at.text_area(key="prompt").set_value("public two").run()
+    assert not at.warning
+    at.text_area(key="prompt").set_value("public three").run()  # a third new run within the minute
+    (warning,) = [unescaped(w.value) for w in at.warning]
+    assert "at most 2 new prompts a minute" in warning
+    assert_usable(at)
+    at.text_area(key="prompt").set_value("public one").run()  # already computed: free
+    assert not at.warning
+
+
+def test_public_mode_hides_error_details(monkeypatch):
+    monkeypatch.setenv("XRAY_PUBLIC", "1")
+    import backend.lens
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret /srv/path/detail")
+
+    monkeypatch.setattr(backend.lens, "lens_summary", broken)
+    monkeypatch.setattr(backend, "lens_summary", broken)
+    at = open_app({"prompt": "a prompt that fails in public"})
+    assert_usable(at)
+    assert errors(at) == ["The model failed while running this prompt."]
+
+
+def test_offline_hub_id_fails_fast_and_is_remembered():
+    """No internet and no HF_HUB_OFFLINE (a lecture hall): about a second, then at once."""
+    code = """
+import time
+from backend import load_model
+from backend.errors import ModelLoadError
+for _ in range(2):
+    start = time.perf_counter()
+    try:
+        load_model("gpt2-never-downloaded-here")
+    except ModelLoadError as error:
+        print(round(time.perf_counter() - start, 3), "cannot be reached" in str(error))
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # a closed port: the hub client behaves as unreachable
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    lines = out.stdout.split()
+    assert lines[1] == "True" and lines[3] == "True", out.stdout + out.stderr
+    assert float(lines[0]) < 3.0 and float(lines[2]) < 0.1  # before: about 24 s, every time
+    assert time.perf_counter() - start < 60
+
+
+def test_memory_is_bounded_by_the_caches(monkeypatch):
+    """Many prompts in one session: only what the byte-bounded cache holds stays alive."""
+    import gc
+
+    import streamlit as st
+
+    from backend import Capture
+
+    monkeypatch.setenv("XRAY_CACHE_MB", "1")
+    st.cache_resource.clear()  # the caches are made again with this bound
+    try:
+        at = open_app({"prompt": "soak 0"})
+        for i in range(1, 30):
+            at.text_area(key="prompt").set_value(f"soak prompt {i}: " + "one two " * (i % 5)).run()
+            assert_usable(at)
+        gc.collect()
+        live = [o for o in gc.get_objects() if type(o) is Capture]
+        assert sum(c.nbytes for c in live) <= 2**20 + max(c.nbytes for c in live)
+        assert 1 <= len(live) <= 5, len(live)  # 30 prompts ran; before, every one of them stayed alive
+    finally:
+        st.cache_resource.clear()
