@@ -1,8 +1,8 @@
 """The ``model-xray`` command: start the page, write a report, or save a capture.
 
-    model-xray app [streamlit options]                     # the page, as `streamlit run app.py`
-    model-xray report "PROMPT" --model demo --out report.html
-    model-xray capture "PROMPT" --model demo --out run.npz
+model-xray app [streamlit options]                     # the page, as `streamlit run app.py`
+model-xray report "PROMPT" --model demo --out report.html
+model-xray capture "PROMPT" --model demo --out run.npz
 """
 
 from __future__ import annotations

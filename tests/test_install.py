@@ -31,7 +31,8 @@ def test_capture_round_trip(tmp_path):
         np.testing.assert_array_equal(getattr(back.capture, name), getattr(cap, name))
     for name in ("top_ids", "top_probs", "entropy", "kl_to_final", "target_probs", "target_ranks"):
         np.testing.assert_array_equal(getattr(back.summary, name), getattr(summary, name))
-    assert back.capture.tokens == cap.tokens and list(back.summary.top_tokens[-1, -1]) == list(summary.top_tokens[-1, -1])
+    assert back.capture.tokens == cap.tokens
+    assert list(back.summary.top_tokens[-1, -1]) == list(summary.top_tokens[-1, -1])
     meta = json.loads(sidecar.read_text())
     assert meta["prompt"] == cap.prompt and meta["shapes"]["capture.attention"] == list(cap.attention.shape)
     assert {"torch", "transformers", "numpy"} <= set(meta["versions"])

@@ -8,7 +8,7 @@ No Streamlit here: the command line and the page's download button both call ``r
 from __future__ import annotations
 
 import html
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import plotly.io as pio
@@ -60,7 +60,7 @@ def report_html(info: ModelInfo, cap: Capture, summary: LensSummary, scores: Hea
     sections = [
         f"<h1>Model X-ray report</h1><p>{html.escape(info.name)} ({html.escape(info.family)}, {info.n_layers} layers, "
         f"{info.n_heads} heads, {info.n_params / 1e6:,.1f} M parameters) · "
-        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}</p>",
+        f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}</p>",
         "<h2>Prompt</h2>", f'<div class="tokens">{html.escape(" | ".join(visible(t) for t in cap.tokens))}</div>',
         _p(f"{cap.n_tokens} tokens. Its guess for the next token:"),
         coloured.guesses_html(list(summary.top_tokens[-1, -1]), summary.top_probs[-1, -1]),
@@ -74,8 +74,9 @@ def report_html(info: ModelInfo, cap: Capture, summary: LensSummary, scores: Hea
         _p("Attention shows where a head reads from, not why the model says what it says.", "caveat"),
         "<h2>Logit lens</h2>", _p(captions.lens_sentence(summary, last), "lead"),
         _chart(figures.lens_heatmap(summary.top_tokens[:, shown], summary.top_probs[:, shown], cap.tokens, shown)),
-        _chart(figures.trajectory(summary.target_probs[:, last], summary.target_ranks[:, last], summary.entropy[:, last],
-                                  summary.kl_to_final[:, last], summary.top_tokens[-1, last, 0])),
+        _chart(figures.trajectory(summary.target_probs[:, last], summary.target_ranks[:, last],
+                                  summary.entropy[:, last], summary.kl_to_final[:, last],
+                                  summary.top_tokens[-1, last, 0])),
         _p("Early layers were never trained to be read this way; trust the last few layers most.", "caveat"),
         "<h2>Neurons</h2>",
         _p(captions.neuron_sentence(effect.layer, effect.neuron,
