@@ -10,6 +10,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,9 @@ from backend.neurons import NeuronEffect, neuron_effect
 from backend.patching import PatchingSweep, PromptLengthMismatch, patching_sweep
 from backend.run import MAX_LINK_EDITS, Run, edits_from_json
 from backend.whatif import EditEffect, edit_effect
-from views import attention, captions, circuits, coloured, lens, neurons, patching, whatif
+from views import attention, captions, circuits, coloured, downloads, lens, neurons, patching, whatif
 from views.display import md_escape, quoted, visible
+from views.report import report_html, top_neuron
 from views.state import per_run
 from views.whatif import EDITS, active_edits
 
@@ -374,6 +376,44 @@ def patching_tab(run: Run) -> None:
         sweep = explained(lambda: sweep_of(clean, corrupt, answer_id, foil_id), "patching")
     if sweep is not None:
         patching.render(sweep)
+        take_away(run, "patching", (clean, corrupt, answer_id, foil_id))
+
+
+def view_json(run: Run, view: str, pair: tuple | None = None) -> str:
+    """A view's numbers, looked up by run when the reader clicks (the widget keeps only small values)."""
+    if view == "patching" and pair is not None:
+        return downloads.to_json(downloads.patching_numbers(sweep_of(*pair)))
+    result = analyse(run)
+    if view == "attention":
+        return downloads.to_json(downloads.attention_numbers(result.capture, result.scores))
+    if view == "lens":
+        return downloads.to_json(downloads.lens_numbers(result.capture, result.summary))
+    if view == "neurons":
+        return downloads.to_json(downloads.neuron_numbers(result.capture))
+    return downloads.to_json(downloads.what_if_numbers(edit_effect_of(run) if run.edits else None))
+
+
+def run_report(run: Run) -> str:
+    """The whole run as one self-contained HTML file."""
+    result, lm = analyse(run), model_of(run)
+    layer = result.capture.n_layers - 1
+    position, neuron = top_neuron(result.capture, layer)
+    effect = Lab(run.plain()).effect(layer, neuron, position)
+    return report_html(lm.info, result.capture, result.summary, result.scores, effect)
+
+
+def take_away(run: Run, view: str, pair: tuple | None = None) -> None:
+    """Below a view: its numbers, the whole run as a report, and the Python that gives the numbers."""
+    stem = f"model-xray-{view}"
+    row = st.container(horizontal=True)
+    row.download_button("Numbers (JSON)", partial(view_json, run, view, pair), file_name=f"{stem}.json",
+                        mime="application/json", on_click="ignore", key=f"download_{view}")
+    row.download_button("Whole run (HTML report)", partial(run_report, run.plain()), file_name="model-xray-report.html",
+                        mime="text/html", on_click="ignore", key=f"report_{view}",
+                        help="One file with every view's charts and sentences; opens offline.")
+    with st.expander("Reproduce in Python"):
+        st.text(downloads.python_snippet(view, run.prompt, run.source, run.max_tokens, run.edits))
+    st.caption("Each chart's toolbar (top right) saves it as a PNG.")
 
 
 def _guesses(summary: LensSummary) -> list[tuple[int, str, float]]:
@@ -419,12 +459,16 @@ def main() -> None:
     attention_tab, lens_tab, neuron_tab, what_if_tab, patch_tab = st.tabs(VIEWS, key="view_tab", on_change="rerun")
     with attention_tab:
         attention.render(cap, result.scores, script_url, plain.id)
+        take_away(plain, "attention")
     with lens_tab:
         lens.render(cap, summary, lab, plain.id)
+        take_away(plain, "lens")
     with neuron_tab:
         neurons.render(cap, lab, script_url, plain.id)
+        take_away(plain, "neurons")
     with what_if_tab:
         whatif.render(effect, cap.n_layers, plain.id)
+        take_away(run, "whatif")
     if patch_tab.open:
         with patch_tab:
             patching_tab(plain)

@@ -27,6 +27,12 @@ class NeuronEffect:
     suppressed_values: np.ndarray  # (k,) float32, negative
 
 
+def top_neurons(acts: np.ndarray, count: int) -> np.ndarray:
+    """Neurons with the largest |activation| anywhere in the prompt: acts (n, d_mlp)."""
+    peak = np.abs(acts).max(axis=0)
+    return np.argsort(-peak, kind="stable")[:count]
+
+
 def output_direction(lm: LoadedModel, layer: int, neuron: int) -> torch.Tensor:
     """Column ``neuron`` of layer ``layer``'s MLP output projection: (d_model,)."""
     proj: nn.Module = lm.anatomy.mlp_out[layer]

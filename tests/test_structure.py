@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PURE = [*sorted((ROOT / "backend").glob("*.py")),
         *(ROOT / "views" / name for name in ("figures.py", "circuits.py", "coloured.py", "captions.py", "display.py",
-                                             "state.py"))]
+                                             "state.py", "downloads.py", "report.py"))]
 
 
 def imported_modules(path: Path) -> set[str]:

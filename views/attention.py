@@ -57,7 +57,7 @@ def _explore(cap: Capture, scores: HeadScores, script_url: str, run: str) -> Non
             st.info("This prompt has no repeated token, so there is nothing to score. "
                     "Try the repeated-words example.")
         st.plotly_chart(figures.head_grid(score, SCORE_NAMES[name].split(":")[0], name.replace("_", " ")),
-                        width="stretch", key="attention_grid")
+                        width="stretch", config=figures.CONFIG, key="attention_grid")
         top_layer, top_head = _top_head(score, name)
         st.caption(f"Highest: head {top_layer + 1}.{top_head + 1}, picked below by default.")
         pick_layer, pick_head = st.columns(2)
@@ -68,7 +68,7 @@ def _explore(cap: Capture, scores: HeadScores, script_url: str, run: str) -> Non
     with head_col:
         fig = figures.attention_heatmap(cap.attention[layer - 1, head - 1], cap.tokens,
                                         f"Head {layer}.{head}: who reads whom")
-        st.plotly_chart(fig, width="stretch", key="attention_head_map")
+        st.plotly_chart(fig, width="stretch", config=figures.CONFIG, key="attention_head_map")
         switch_off_button(HeadAblation(layer - 1, head - 1), f"Switch off head {layer}.{head}",
                           "Run the model again without this head and compare the answers (What if tab).",
                           key="switch_off_head")

@@ -254,3 +254,7 @@ def before_after(before: np.ndarray, after: np.ndarray, token: str) -> go.Figure
         bottom=TICK_FONT["size"] + 2 * LINE_PX + 30,
         legend={"orientation": "h", "x": 0, "y": 0, "yanchor": "bottom", "yref": "container"},
         xaxis=_axis(), yaxis=_axis(title={"text": "probability"}, range=[0, 1])))
+
+
+CONFIG = {"displayModeBar": True, "displaylogo": False,  # the toolbar always shows; it saves a chart as a PNG
+          "toImageButtonOptions": {"format": "png", "scale": 2}, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}

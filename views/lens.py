@@ -56,7 +56,7 @@ def _window(n: int, run: str) -> np.ndarray:
 def _explore(cap: Capture, summary: LensSummary, lab: Trajectories, run: str) -> None:
     shown = _window(cap.n_tokens, run)
     st.plotly_chart(figures.lens_heatmap(summary.top_tokens[:, shown], summary.top_probs[:, shown],
-                                         cap.tokens, shown), width="stretch", key="lens_map")
+                                         cap.tokens, shown), width="stretch", config=figures.CONFIG, key="lens_map")
     pos_col, tok_col = st.columns(2)
     position = pos_col.selectbox("Position to follow", range(cap.n_tokens), index=cap.n_tokens - 1,
                                  format_func=token_labels(cap.tokens).__getitem__,
@@ -74,7 +74,7 @@ def _explore(cap: Capture, summary: LensSummary, lab: Trajectories, run: str) ->
         st.markdown(md_escape(captions.lens_sentence(summary, position)))
     st.plotly_chart(figures.trajectory(probs, ranks, summary.entropy[:, position],
                                        summary.kl_to_final[:, position], names[choice]),
-                    width="stretch", key="lens_trajectory")
+                    width="stretch", config=figures.CONFIG, key="lens_trajectory")
 
 
 def _candidates(summary: LensSummary, position: int) -> tuple[list[int], list[str]]:

@@ -9,7 +9,7 @@ import streamlit as st
 
 from backend.capture import Capture
 from backend.edits import NeuronAblation
-from backend.neurons import NeuronEffect
+from backend.neurons import NeuronEffect, top_neurons
 from views import captions, circuits, figures
 from views.display import md_escape, token_labels, visible
 from views.intro import intro
@@ -34,12 +34,6 @@ class Effects(Protocol):
 
     def effect(self, layer: int, neuron: int, position: int) -> NeuronEffect:
         """The direct effect of ``neuron`` of ``layer`` at ``position``."""
-
-
-def top_neurons(acts: np.ndarray, count: int) -> np.ndarray:
-    """Neurons with the largest |activation| anywhere in the prompt: acts (n, d_mlp)."""
-    peak = np.abs(acts).max(axis=0)
-    return np.argsort(-peak, kind="stable")[:count]
 
 
 def render(cap: Capture, lab: Effects, script_url: str, run: str) -> None:
@@ -68,7 +62,7 @@ def _explore(cap: Capture, lab: Effects, script_url: str, run: str) -> None:
     sentence = captions.neuron_sentence(layer, int(neuron), peak, cap.tokens[start + token_at])
     st.markdown(f"**{md_escape(sentence)}**")
     st.plotly_chart(figures.neuron_heatmap(shown[:, top].T, top, cap.tokens[start:], layer, first_position=start),
-                    width="stretch", key="neuron_map")
+                    width="stretch", config=figures.CONFIG, key="neuron_map")
     token_col, neuron_col = st.columns(2)
     with token_col:
         position = st.selectbox("Token", range(cap.n_tokens), index=cap.n_tokens - 1,
@@ -77,7 +71,7 @@ def _explore(cap: Capture, lab: Effects, script_url: str, run: str) -> None:
         best = np.argsort(-np.abs(acts[position]), kind="stable")[:10]
         st.plotly_chart(figures.bars([f"#{i}" for i in best], acts[position, best],
                                      f"Top neurons on {visible(cap.tokens[position])!r}", "activation"),
-                        width="stretch", key="neuron_token_bars")
+                        width="stretch", config=figures.CONFIG, key="neuron_token_bars")
     with neuron_col:
         chosen = int(st.number_input(f"Neuron (0 to {acts.shape[1] - 1})", 0, acts.shape[1] - 1,
                                      value=int(neuron), key=per_run(f"neuron_id_{layer}", run)))
@@ -94,4 +88,5 @@ def _effect(result: NeuronEffect, token: str) -> None:
     st.markdown(f"**What neuron {result.neuron} writes**: change in next-token scores after "
                 f"{md_escape(repr(visible(token)))} per unit of activation")
     st.plotly_chart(figures.effect_bars(result.promoted, result.promoted_values, result.suppressed,
-                                        result.suppressed_values), width="stretch", key="neuron_effect")
+                                        result.suppressed_values),
+                    width="stretch", config=figures.CONFIG, key="neuron_effect")

@@ -76,13 +76,13 @@ def render(sweep: PatchingSweep) -> None:
     n_layers = sweep.attn.shape[0]
     st.plotly_chart(figures.patching_heatmap(sweep.resid, [layer_label(i) for i in range(n_layers + 1)], labels,
                                              "Residual stream: one position at a time", "position"),
-                    width="stretch", key="patch_resid")
+                    width="stretch", config=figures.CONFIG, key="patch_resid")
     blocks = [f"layer {i + 1}" for i in range(n_layers)]
     attn_col, mlp_col = st.columns(2)
     attn_col.plotly_chart(figures.patching_heatmap(sweep.attn, blocks, labels, "Attention output", "position"),
-                          width="stretch", key="patch_attn")
+                          width="stretch", config=figures.CONFIG, key="patch_attn")
     mlp_col.plotly_chart(figures.patching_heatmap(sweep.mlp, blocks, labels, "MLP output", "position"),
-                         width="stretch", key="patch_mlp")
+                         width="stretch", config=figures.CONFIG, key="patch_mlp")
     heads = [str(h + 1) for h in range(sweep.heads.shape[1])]
     st.plotly_chart(figures.patching_heatmap(sweep.heads, blocks, heads, "Heads: one head at every position", "head"),
-                    width="stretch", key="patch_heads")
+                    width="stretch", config=figures.CONFIG, key="patch_heads")

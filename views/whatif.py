@@ -101,7 +101,7 @@ def _before_after(effect: EditEffect) -> None:
     after.markdown("**With the changes**")
     after.html(coloured.guesses_html(effect.after_tokens, effect.after_probs))
     st.plotly_chart(figures.before_after(effect.answer_before, effect.answer_after, effect.answer),
-                    width="stretch", key="whatif_trajectory")
+                    width="stretch", config=figures.CONFIG, key="whatif_trajectory")
 
 
 def _steering_form(n_layers: int, run: str) -> None:
