@@ -9,7 +9,7 @@ import numpy as np
 from backend.capture import Capture
 
 SCORE_NAMES = {
-    "induction": "Induction: reads the token after an earlier copy of the current token",
+    "induction": "Induction: reads the token after an earlier copy of the current token (not the one just before)",
     "previous_token": "Previous token: reads the token just before",
     "duplicate_token": "Duplicate token: reads earlier copies of the current token",
     "first_token": "First token (sink): parks attention on the first token",
@@ -21,7 +21,7 @@ SCORE_NAMES = {
 class HeadScores:
     """Each score is (n_layers, n_heads); NaN where the prompt offers nothing to measure."""
 
-    induction: np.ndarray  # mean attention to (earlier copy + 1), over tokens with an earlier copy
+    induction: np.ndarray  # mean attention to (earlier copy + 1) other than q - 1, over tokens that have such a key
     previous_token: np.ndarray  # mean attention from token q to q - 1, over q >= 1
     duplicate_token: np.ndarray  # mean attention to earlier copies, over tokens with one
     first_token: np.ndarray  # mean attention to position 0, over q >= 1
@@ -33,12 +33,17 @@ class HeadScores:
 
 
 def repeat_masks(token_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two (n, n) masks: [q, k] is an earlier copy of token q; [q, k] follows such a copy."""
+    """Two (n, n) masks: [q, k] is an earlier copy of token q; [q, k] follows such a copy.
+
+    The second leaves out the token just before the query: in an alternating list
+    ("Monday, Tuesday, Wednesday,") the token after an earlier comma is also the token
+    before the current comma, and reading it is what a previous-token head does.
+    """
     same = token_ids[:, None] == token_ids[None, :]
     earlier = np.tril(same, k=-1)
     after = np.zeros_like(earlier)
     after[:, 1:] = earlier[:, :-1]
-    after &= np.tril(np.ones_like(after), k=-1)  # the key must still lie before the query
+    after &= np.tril(np.ones_like(after), k=-2)  # before the query, and not the token just before it
     return earlier, after
 
 

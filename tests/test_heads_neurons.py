@@ -31,7 +31,9 @@ def loop_scores(att: np.ndarray, ids: list[int]):
         copies = [j for j in range(q) if ids[j] == ids[q]]
         if copies:
             dup.append(sum(att[q, j] for j in copies))
-            ind.append(sum(att[q, j + 1] for j in copies if j + 1 < q))
+            targets = [j + 1 for j in copies if j + 1 < q - 1]  # the token just before is a previous-token read
+            if targets:
+                ind.append(sum(att[q, t] for t in targets))
     ent = np.mean([-sum(a * math.log(a) for a in att[q] if a > 0) for q in range(n)])
     return prev, first, np.mean(dup), np.mean(ind), ent
 

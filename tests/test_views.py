@@ -212,3 +212,37 @@ def test_figures_are_what_plotly_validation_would_send(name):
     fig = every_figure()[name]
     validated = go.Figure(fig.to_dict())  # raises on any unknown or malformed property
     assert plain(json.loads(pio.to_json(validated))) == plain(json.loads(pio.to_json(fig)))
+
+
+def test_a_first_layer_head_is_never_called_an_induction_head():
+    induction = np.zeros((2, 3), np.float32)
+    induction[0, 1] = 0.9  # a first-layer head has no earlier head to build on
+    scores = scores_with(induction=induction)
+    assert captions.clearest_behaviour(scores) != "induction"
+    assert "induction" not in captions.attention_sentence(scores)
+
+
+def test_small_shares_are_counts_and_words_fit_the_share():
+    sink = np.full((4, 4), 0.1, np.float32)
+    sink[2, 3] = 0.8
+    assert captions.attention_sentence(scores_with(first_token=sink)).startswith(
+        "1 of 16 heads parks most of its attention on the first token")
+    previous = np.full((2, 3), 0.1, np.float32)
+    previous[1, 0] = 0.42
+    assert "often reads the token just before" in captions.attention_sentence(
+        scores_with(induction=np.full((2, 3), np.nan), previous_token=previous))
+    shares = np.array([0.3, 0.25, 0.45])
+    assert "reads most 'c' at position 2 (45%)" in captions.reader_sentence(["a", "b", "c"], shares, 1, 1)
+
+
+@pytest.mark.parametrize("prompt", ["Monday, Tuesday, Wednesday, Thursday,", "one, two, three, four, five,",
+                                    "red and blue and green and black and", "cat; dog; cow; pig; hen;"])
+def test_alternating_lists_are_not_called_induction(prompt):
+    from backend import capture, load_model
+    from backend.heads import head_scores, repeat_masks
+
+    cap = capture(load_model(), prompt)
+    _, after = repeat_masks(cap.token_ids)
+    assert not np.diagonal(after, offset=-1).any()  # the token just before is never an induction target
+    sentence = captions.attention_sentence(head_scores(cap))
+    assert not (sentence.startswith("Head 1.") and "induction" in sentence), sentence

@@ -30,9 +30,16 @@ def lens_sentence(summary: LensSummary, position: int) -> str:
 INDUCTION_CLEAR, PREVIOUS_CLEAR = 0.3, 0.4  # shares of attention that make a behaviour worth naming
 
 
+def _induction_after_first_layer(scores: HeadScores) -> np.ndarray:
+    """Induction scores with the first layer's zeroed: an induction head needs an earlier head to build on."""
+    induction = np.nan_to_num(scores.induction, nan=0.0).copy()
+    induction[0] = 0.0
+    return induction
+
+
 def clearest_behaviour(scores: HeadScores) -> str:
     """The head score (a key of ``SCORE_NAMES``) that this prompt shows most clearly."""
-    if np.nan_to_num(scores.induction, nan=0.0).max() >= INDUCTION_CLEAR:
+    if _induction_after_first_layer(scores).max() >= INDUCTION_CLEAR:
         return "induction"
     if np.nan_to_num(scores.previous_token, nan=0.0).max() >= PREVIOUS_CLEAR:
         return "previous_token"
@@ -42,22 +49,38 @@ def clearest_behaviour(scores: HeadScores) -> str:
 def attention_sentence(scores: HeadScores) -> str:
     """Names the clearest head behaviour in this prompt."""
     behaviour = clearest_behaviour(scores)
-    score = np.nan_to_num(scores.get(behaviour), nan=0.0)
+    score = _induction_after_first_layer(scores) if behaviour == "induction" \
+        else np.nan_to_num(scores.get(behaviour), nan=0.0)
     layer, head = np.unravel_index(score.argmax(), score.shape)
     if behaviour == "induction":
         return (f"Head {layer + 1}.{head + 1} acts as an induction head here: when a token "
                 "repeats, it looks at the word that followed the earlier copy "
                 f"({score.max():.0%} of its attention), which lets the model continue a pattern.")
     if behaviour == "previous_token":
-        return (f"Head {layer + 1}.{head + 1} mostly reads the token just before the current one "
-                f"({score.max():.0%} of its attention).")
-    share = float((score > 0.5).mean())
-    if share > 0:
-        return (f"{share:.0%} of heads park most of their attention on the first token, a common "
+        return (f"Head {layer + 1}.{head + 1} {_how_much(float(score.max()))} reads the token just before the current "
+                f"one ({score.max():.0%} of its attention).")
+    resting = int((score > 0.5).sum())
+    if resting:
+        return (f"{_count(resting, score.size)} park{'s' if resting == 1 else ''} most of "
+                f"{'its' if resting == 1 else 'their'} attention on the first token, a common "
                 "'resting place' when a head has nothing useful to read.")
     return ("No head shows a clear habit on this prompt: none mostly reads the token just before, and none "
             "mostly rests on the first token. The grid shows how much each head rests there; head "
             f"{layer + 1}.{head + 1} does most ({score.max():.0%} of its attention).")
+
+
+def _how_much(share: float) -> str:
+    """Words that fit a share of attention: "mostly" only past half."""
+    return "mostly" if share >= 0.5 else "often" if share >= 0.3 else "sometimes"
+
+
+def _count(count: int, total: int) -> str:
+    """ "1 of 16 heads", or a percentage once the share is large enough to read as one."""
+    if count == total:
+        return f"All {total} heads"
+    if count / total < 0.25:
+        return f"{count} of {total} heads"
+    return f"{count / total:.0%} of heads ({count} of {total})"
 
 
 def reader_sentence(tokens: list[str], shares: np.ndarray, layer: int, head: int) -> str:
@@ -74,7 +97,9 @@ def reader_sentence(tokens: list[str], shares: np.ndarray, layer: int, head: int
     read = named(int(order[0]))
     if len(order) > 1 and shares[order[1]] >= 0.1:
         read += f", then {named(int(order[1]))}"
-    return f"In head {layer}.{head}, {quoted(tokens[reader])} (position {reader}) reads mostly {read}."
+    top = float(shares[order[0]])
+    verb = "reads mostly" if top >= 0.5 else "reads most"
+    return f"In head {layer}.{head}, {quoted(tokens[reader])} (position {reader}) {verb} {read}."
 
 
 def neuron_sentence(layer: int, neuron: int, value: float, token: str) -> str:
