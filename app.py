@@ -294,6 +294,9 @@ def header(cap: Capture, summary: LensSummary) -> None:
     left, right = st.columns([2, 1])
     left.markdown(f"The model reads **{cap.n_tokens} tokens** (the pieces it splits text into):")
     left.text(" | ".join(visible(t) for t in cap.tokens))  # plain text: no syntax highlighter to load
+    left.caption("On this page ␣ marks a space at the start of a token: '␣Rome' begins a word, 'Rome' continues "
+                 "one. Layers and heads count from 1 (head 4.2 is layer 4's second head); positions and neurons "
+                 "from 0, as in the Python API, where layers and heads count from 0 too.")
     right.markdown(f"**Its guess for the next token**: {md_escape(quoted(summary.top_tokens[-1, -1, 0]))} "
                    f"({float(summary.top_probs[-1, -1, 0]):.0%}), then:")
     right.html(coloured.guesses_html(list(summary.top_tokens[-1, -1]), summary.top_probs[-1, -1]))

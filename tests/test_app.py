@@ -15,6 +15,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 import backend
 from tests.spans import token_spans
 from tests.tiny import FAMILY_BY_NAME, build, tiny_tokenizer
+from views.display import label
 from views.state import name_of
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -259,7 +260,7 @@ def test_opens_on_the_bundled_model_with_an_example():
     assert at.selectbox(key="model_pick").value.startswith("Bundled demo model")
     assert "xray\\-demo" in at.sidebar.markdown[0].value
     guess = next(m.value for m in at.markdown if "guess for the next token" in m.value)
-    assert "' Paris'" in guess
+    assert "'␣Paris'" in guess  # ␣ marks the space that starts the word
     # the header's bars are the model's own top five, checked against transformers directly
     from backend import BUNDLED_MODEL
     model = AutoModelForCausalLM.from_pretrained(BUNDLED_MODEL)
@@ -269,12 +270,12 @@ def test_opens_on_the_bundled_model_with_an_example():
         want = model(ids).logits[0, -1].softmax(-1).topk(5)
     bars = token_spans(html_view(at, "next-token-guesses"))
     np.testing.assert_allclose([bar.value for bar in bars], want.values.numpy(), atol=1e-5)
-    assert [bar.text for bar in bars] == [tokenizer.decode([int(i)]) for i in want.indices]
+    assert [bar.text for bar in bars] == [label(tokenizer.decode([int(i)])) for i in want.indices]
     widths = [float(re.search(r"width:([0-9.]+)%", bar).group(1)) for bar in
               html_view(at, "next-token-guesses").split("<span data-value")[1:]]
     np.testing.assert_allclose(widths, want.values.numpy() * 85, atol=0.01)  # bars drawn to one scale
     lens_caption = next(m.value for m in at.markdown if "becomes the top guess" in m.value).replace("\\", "")
-    assert lens_caption.startswith("**' Paris' becomes the top guess") and "climbs from rank" in lens_caption
+    assert lens_caption.startswith("**'␣Paris' becomes the top guess") and "climbs from rank" in lens_caption
 
 
 def circuits_props(html: str, component: str) -> dict:

@@ -118,7 +118,7 @@ def test_steering_from_the_form(demo):
     steered = backend.capture(demo, "The dog says", edits=[edit])
     ids, probs = softmax_top(steered.logits[-1])
     after = guesses(at, 2)
-    assert after[0][0].strip() == demo.tokenizer.decode([ids[0]]).strip() == "meow"
+    assert after[0][0] == "␣" + demo.tokenizer.decode([ids[0]]).strip() == "␣meow"
     np.testing.assert_allclose([value for _, value in after], probs, atol=1e-5)
 
 
@@ -150,7 +150,7 @@ def test_patching_tab_shows_the_sweep(demo):
                  if "Residual stream" in spec["layout"]["title"]["text"])["data"][0]["z"]
     np.testing.assert_allclose(np.array(plain(resid), dtype=float).reshape(sweep.resid.shape), sweep.resid, atol=1e-4)
     sentence = unescaped(next(m.value for m in at.markdown if "deciding information" in m.value))
-    assert f"restores {sweep.resid[0, 4]:.0%}" in sentence and "' France'/' Italy'" in sentence
+    assert f"restores {sweep.resid[0, 4]:.0%}" in sentence and "'␣France'/'␣Italy'" in sentence
 
 
 def test_patching_prompts_of_different_lengths_get_one_message(demo):

@@ -74,10 +74,10 @@ def summary_for(top_ids: list[int], prob: float, token: str = " Paris", ranks: l
 
 def test_lens_sentence_names_the_settling_layer():
     assert captions.lens_sentence(summary_for([1, 2, 7, 7, 7], 0.83, ranks=[1200, 3, 1, 1, 1]), 0) == (
-        "' Paris' becomes the top guess at layer 2 of 4 and ends at 83%; "
+        "'␣Paris' becomes the top guess at layer 2 of 4 and ends at 83%; "
         "it climbs from rank 1,200 after the embeddings.")
     late = captions.lens_sentence(summary_for([1, 7, 2, 3, 7], 0.4, ranks=[582, 1, 10, 4, 1]), 0)
-    assert late == ("' Paris' becomes the top guess only at the last layer (4 of 4), ending at 40%; "
+    assert late == ("'␣Paris' becomes the top guess only at the last layer (4 of 4), ending at 40%; "
                     "it climbs from rank 582 after the embeddings to rank 4 at layer 3.")
     assert "straight from the embeddings" in captions.lens_sentence(summary_for([7, 7, 7], 0.9), 0)
 
@@ -144,8 +144,8 @@ def test_trajectory_rank_axis_ticks_at_powers_of_ten():
 def test_reader_sentence_names_what_a_token_reads():
     tokens = ["<s>", " apple", " door", " apple"]
     assert captions.reader_sentence(tokens, np.array([0.05, 0.1, 0.6, 0.25]), 4, 2) == (
-        "In head 4.2, ' apple' (position 3) reads mostly ' door' at position 2 (60%), "
-        "then ' apple' at position 3 (25%).")
+        "In head 4.2, '␣apple' (position 3) reads mostly '␣door' at position 2 (60%), "
+        "then '␣apple' at position 3 (25%).")
     assert captions.reader_sentence(tokens[:1], np.array([1.0]), 1, 1) == (
         "In head 1.1, '<s>' (position 0) reads mostly '<s>' at position 0 (100%).")
 

@@ -75,7 +75,7 @@ def _how_much(share: float) -> str:
 
 
 def _count(count: int, total: int) -> str:
-    """ "1 of 16 heads", or a percentage once the share is large enough to read as one."""
+    """Say "1 of 16 heads", or a percentage once the share is large enough to read as one."""
     if count == total:
         return f"All {total} heads"
     if count / total < 0.25:

@@ -15,7 +15,7 @@ import html
 
 import numpy as np
 
-from views.display import visible
+from views.display import label, visible
 
 ORANGE = (230, 97, 1)  # the orange of the other views (#e66101)
 BLUE = "#0072b2"  # the probability blue of the lens trajectory
@@ -50,7 +50,7 @@ def guesses_html(tokens: list[str], probs: np.ndarray) -> str:
     """
     rows = []
     for token, prob in zip(tokens, probs.tolist(), strict=True):
-        text = html.escape(visible(token))
+        text = html.escape(label(token))
         rows.append(
             f'<span data-value="{prob:.6f}" title="{text}: {prob:.1%}" '
             'style="text-align:right;white-space:pre;overflow:hidden;max-width:12em">'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 import unicodedata
 from collections.abc import Iterable
 
@@ -27,13 +28,37 @@ def visible(token: str) -> str:
     return text if text.strip() else "␣" * len(text) if text else "∅"
 
 
+SPACE_MARK = "␣"
+
+
+def label(token: str) -> str:
+    """A token standing alone (a list, a chart, a sentence): ``visible``, a leading space shown as ␣.
+
+    " Rome" starts a word and "Rome" continues one; shown plainly both read "Rome". The
+    page explains the mark once, above the views.
+    """
+    text = visible(token)
+    return SPACE_MARK + text[1:] if text.startswith(" ") and text.strip() else text
+
+
+SPECIAL = re.compile(r"<\|?[A-Za-z_][^<>]*?\|?>")
+
+
+def cell(token: str, limit: int = 8) -> str:
+    """A token in a small heatmap cell: special tokens such as <|endoftext|> shortened to fit."""
+    text = label(token)
+    if len(text) > limit and SPECIAL.fullmatch(text):
+        return text[: limit - 2] + "…>"
+    return text
+
+
 def safe(token: str, limit: int | None = None) -> str:
     """``visible`` (cut to ``limit`` characters) then HTML-escaped: for plotly, which reads HTML.
 
     Quotes stay as they are: with ``<`` escaped no tag (and so no attribute) can open, and
     plotly would show ``&quot;`` literally, as it knows only a few named entities.
     """
-    text = visible(token)
+    text = label(token)
     if limit is not None and len(text) > limit:
         text = text[: limit - 1] + "…"
     return html.escape(text, quote=False)
@@ -63,7 +88,7 @@ def position_labels(tokens: list[str], positions: Iterable[int] | None = None) -
 
 def token_labels(tokens: list[str]) -> list[str]:
     """Select-box labels "position: token": small strings a widget may keep (never a capture)."""
-    return [f"{p}: {visible(t)}" for p, t in enumerate(tokens)]
+    return [f"{p}: {label(t)}" for p, t in enumerate(tokens)]
 
 
 def layer_label(layer: int) -> str:
@@ -73,7 +98,7 @@ def layer_label(layer: int) -> str:
 
 def quoted(token: str) -> str:
     """A token in quotes for a sentence, e.g. ' Paris' (raw text, not HTML)."""
-    return "'" + visible(token) + "'"
+    return "'" + label(token) + "'"
 
 
 MARKDOWN_SPECIALS = "\\`*_{}[]()#+-.!|<>~$:"

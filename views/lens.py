@@ -10,7 +10,7 @@ import streamlit as st
 from backend.capture import Capture
 from backend.lens import LensSummary
 from views import captions, figures
-from views.display import md_escape, token_labels, visible
+from views.display import label, md_escape, token_labels
 from views.intro import intro
 from views.state import per_run
 
@@ -62,7 +62,7 @@ def _explore(cap: Capture, summary: LensSummary, lab: Trajectories, run: str) ->
                                  format_func=token_labels(cap.tokens).__getitem__,
                                  key=per_run("lens_position", run))
     ids, names = _candidates(summary, position)
-    choice = tok_col.selectbox("Token to track", range(len(ids)), format_func=[visible(n) for n in names].__getitem__,
+    choice = tok_col.selectbox("Token to track", range(len(ids)), format_func=[label(n) for n in names].__getitem__,
                                key=per_run(f"lens_token_{position}", run),
                                help="The final top guess and every layer's top guess at this position.")
     token_id = ids[choice]

@@ -11,7 +11,7 @@ from backend.capture import Capture
 from backend.edits import NeuronAblation
 from backend.neurons import NeuronEffect, top_neurons
 from views import captions, circuits, figures
-from views.display import md_escape, token_labels, visible
+from views.display import md_escape, quoted, token_labels
 from views.intro import intro
 from views.state import per_run
 from views.whatif import switch_off_button
@@ -70,7 +70,7 @@ def _explore(cap: Capture, lab: Effects, script_url: str, run: str) -> None:
                                 key=per_run("neuron_token", run))
         best = np.argsort(-np.abs(acts[position]), kind="stable")[:10]
         st.plotly_chart(figures.bars([f"#{i}" for i in best], acts[position, best],
-                                     f"Top neurons on {visible(cap.tokens[position])!r}", "activation"),
+                                     f"Top neurons on {quoted(cap.tokens[position])}", "activation"),
                         width="stretch", config=figures.CONFIG, key="neuron_token_bars")
     with neuron_col:
         chosen = int(st.number_input(f"Neuron (0 to {acts.shape[1] - 1})", 0, acts.shape[1] - 1,
@@ -86,7 +86,7 @@ def _explore(cap: Capture, lab: Effects, script_url: str, run: str) -> None:
 
 def _effect(result: NeuronEffect, token: str) -> None:
     st.markdown(f"**What neuron {result.neuron} writes**: change in next-token scores after "
-                f"{md_escape(repr(visible(token)))} per unit of activation")
+                f"{md_escape(quoted(token))} per unit of activation")
     st.plotly_chart(figures.effect_bars(result.promoted, result.promoted_values, result.suppressed,
                                         result.suppressed_values),
                     width="stretch", config=figures.CONFIG, key="neuron_effect")

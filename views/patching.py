@@ -7,7 +7,7 @@ import streamlit as st
 
 from backend.patching import PatchingSweep
 from views import captions, figures
-from views.display import layer_label, position_labels, quoted, visible
+from views.display import label, layer_label, position_labels, quoted
 from views.intro import intro
 
 EXPLAIN = """
@@ -44,12 +44,12 @@ def answers(clean_top: list[tuple[int, str, float]], corrupt_top: list[tuple[int
             run: str) -> tuple[int, int]:
     """The answer (from the clean prompt's guesses) and the foil (from the corrupt prompt's); token ids."""
     answer_col, foil_col = st.columns(2)
-    labels = [f"{visible(token)}  ({prob:.0%})" for _, token, prob in clean_top]
+    labels = [f"{label(token)}  ({prob:.0%})" for _, token, prob in clean_top]
     answer = answer_col.selectbox("Answer (the clean prompt's guesses)", range(len(clean_top)),
                                   format_func=labels.__getitem__, key=f"patch_answer@{run}")
     answer_id = clean_top[answer][0]
     foils = [item for item in corrupt_top if item[0] != answer_id]
-    foil_labels = [f"{visible(token)}  ({prob:.0%})" for _, token, prob in foils]
+    foil_labels = [f"{label(token)}  ({prob:.0%})" for _, token, prob in foils]
     foil = foil_col.selectbox("Foil (the corrupt prompt's guesses)", range(len(foils)),
                               format_func=foil_labels.__getitem__, key=f"patch_foil@{run}",
                               help="Its own top guess unless that is the answer too.")

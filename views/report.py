@@ -20,7 +20,7 @@ from backend.lens import LensSummary
 from backend.loading import ModelInfo
 from backend.neurons import NeuronEffect
 from views import captions, coloured, figures
-from views.display import visible
+from views.display import quoted, visible
 
 LENS_WINDOW = 16
 TOP_NEURONS = 20
@@ -85,7 +85,7 @@ def report_html(info: ModelInfo, cap: Capture, summary: LensSummary, scores: Hea
         _chart(figures.neuron_heatmap(acts[:, top].T, top, cap.tokens[1:] if cap.n_tokens > 1 else cap.tokens,
                                       effect.layer, first_position=1 if cap.n_tokens > 1 else 0)),
         _p(f"What neuron {effect.neuron} writes: change in next-token scores after "
-           f"{visible(cap.tokens[effect.position])!r} per unit of activation."),
+           f"{quoted(cap.tokens[effect.position])} per unit of activation."),
         _chart(figures.effect_bars(effect.promoted, effect.promoted_values, effect.suppressed,
                                    effect.suppressed_values)),
         _p("Single neurons are rarely clean concepts.", "caveat"),
