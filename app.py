@@ -101,7 +101,6 @@ class Settings:
     source: str | None
     device: str
     dtype: str
-    max_tokens: int
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,11 +226,8 @@ def sidebar() -> Settings:
     """Model, device, dtype and token limit (public mode: the model only, from the presenter's list)."""
     st.sidebar.header("Model")
     source = model_choice()
-    limit = POLICY.max_tokens
     if POLICY.public:
-        max_tokens = int(st.sidebar.number_input("Maximum tokens", 4, limit, limit, step=16, key="max_tokens",
-                                                 help="This page is shared: prompts stay short."))
-        return Settings(source=source, device="auto", dtype="auto", max_tokens=max_tokens)
+        return Settings(source=source, device="auto", dtype="auto")
     devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []) \
         + (["mps"] if torch.backends.mps.is_available() else []) \
         + (["sharded"] if torch.cuda.device_count() > 1 else [])
@@ -239,8 +235,19 @@ def sidebar() -> Settings:
                                   help="auto picks a GPU when there is one. sharded spreads a big model over GPUs.")
     dtype = st.sidebar.selectbox("Precision", ["auto", "float32", "bfloat16", "float16"], key="dtype",
                                  help="auto: float32 on CPU, half precision on GPU.")
-    max_tokens = int(st.sidebar.number_input("Maximum tokens", 4, limit, min(256, limit), step=32, key="max_tokens"))
-    return Settings(source=source, device=device, dtype=dtype, max_tokens=max_tokens)
+    return Settings(source=source, device=device, dtype=dtype)
+
+
+def token_limit(lm: LoadedModel) -> int:
+    """The sidebar's token limit, capped by the page's policy and by what the model can read."""
+    context = lm.info.context_length
+    ceiling = min(POLICY.max_tokens, context) if context else POLICY.max_tokens
+    if st.session_state.get("max_tokens", 0) > ceiling:  # a model with a shorter context: the box follows it
+        st.session_state.max_tokens = ceiling
+    default = ceiling if POLICY.public else min(256, ceiling)
+    reason = "This page is shared: prompts stay short." if POLICY.public else \
+        f"At most {ceiling} here" + (f": this model reads at most {context} tokens." if ceiling == context else ".")
+    return int(st.sidebar.number_input("Maximum tokens", 4, ceiling, default, step=16, key="max_tokens", help=reason))
 
 
 def describe(lm: LoadedModel) -> None:
@@ -289,8 +296,8 @@ def link_edits() -> None:
         st.warning(f"The link's changes (edits) could not be read, so none are applied: {md_escape(str(error))}.")
 
 
-def header(cap: Capture, summary: LensSummary) -> None:
-    """What the model read and what it would say next."""
+def header(cap: Capture, summary: LensSummary, bundled: bool) -> None:
+    """What the model read and what it would say next (and, for the small demo model, what it knows)."""
     left, right = st.columns([2, 1])
     left.markdown(f"The model reads **{cap.n_tokens} tokens** (the pieces it splits text into):")
     left.text(" | ".join(visible(t) for t in cap.tokens))  # plain text: no syntax highlighter to load
@@ -300,6 +307,10 @@ def header(cap: Capture, summary: LensSummary) -> None:
     right.markdown(f"**Its guess for the next token**: {md_escape(quoted(summary.top_tokens[-1, -1, 0]))} "
                    f"({float(summary.top_probs[-1, -1, 0]):.0%}), then:")
     right.html(coloured.guesses_html(list(summary.top_tokens[-1, -1]), summary.top_probs[-1, -1]))
+    if bundled:  # it can be confidently wrong on anything else, so its confidence is no signal: always say it
+        right.caption("The bundled demo model is tiny and knows only the simple English it was trained on: "
+                      "capital cities, animal sounds, colours, opposites, short stories and repeated lists. On other "
+                      "text its guesses mean little: try the examples, or a hub model in the sidebar.")
 
 
 def load_or_explain(settings: Settings) -> LoadedModel | None:
@@ -436,11 +447,12 @@ def main() -> None:
     settings = sidebar()
     prompt = prompt_box()
     link_edits()
-    run = Run(settings.source, settings.device, settings.dtype, prompt, settings.max_tokens, active_edits())
-    st.query_params.from_dict(run.query())
     lm = load_or_explain(settings)
+    run = Run(settings.source, settings.device, settings.dtype, prompt, 0, active_edits())
+    st.query_params.from_dict(run.query())
     if lm is None:
         return
+    run = Run(settings.source, settings.device, settings.dtype, prompt, token_limit(lm), active_edits())
     describe(lm)
     if rate_limited(run):
         return
@@ -449,7 +461,7 @@ def main() -> None:
     if result is None:
         return
     cap, summary = result.capture, result.summary
-    header(cap, summary)
+    header(cap, summary, bundled=settings.source is None)
     effect = None
     if run.edits:
         with st.spinner("Running the model with the changes…"):

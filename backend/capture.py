@@ -87,10 +87,10 @@ def tokenize(lm: LoadedModel, prompt: str, max_tokens: int) -> list[int]:
     ids = lm.tokenizer(prompt, add_special_tokens=True)["input_ids"]
     context = lm.info.context_length
     limit, reason = max_tokens, "the maximum-tokens setting"
-    if context is not None and context < limit:
+    if context is not None and context <= limit:
         limit, reason = context, "the model's context length"
     if len(ids) > limit:
-        raise PromptTooLong(len(ids), limit, reason)
+        raise PromptTooLong(len(ids), limit, reason, can_raise=reason != "the model's context length")
     return ids
 
 

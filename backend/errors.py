@@ -17,10 +17,11 @@ class EmptyPrompt(XrayError):
 class PromptTooLong(XrayError):
     """The prompt has more tokens than the limit in force."""
 
-    def __init__(self, n_tokens: int, limit: int, reason: str) -> None:
+    def __init__(self, n_tokens: int, limit: int, reason: str, can_raise: bool = True) -> None:
         self.n_tokens, self.limit = n_tokens, limit
-        super().__init__(f"PromptTooLong: {n_tokens} tokens, limit {limit} ({reason}). "
-                         "Shorten the prompt or raise the limit.")
+        advice = "Shorten the prompt or raise the limit." if can_raise else \
+            "Shorten the prompt: the model cannot read more than this."
+        super().__init__(f"The prompt is too long: {n_tokens} tokens, limit {limit} ({reason}). {advice}")
 
 
 class CaptureTooLarge(XrayError):

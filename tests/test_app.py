@@ -140,9 +140,11 @@ def test_too_long_prompt_says_numbers(model_dir):
 
 
 def test_prompt_past_context_length(model_dir):
-    at = run_app("word " * 200, model_dir, max_tokens=4096)
+    at = run_app("word " * 200, model_dir)
+    assert at.number_input(key="max_tokens").max == 128  # the model's context: the box cannot go past it
     (message,) = errors(at)
     assert "limit 128" in message and "context" in message
+    assert "raise the limit" not in message and "PromptTooLong" not in message
 
 
 def test_missing_model_folder(model_dir):
@@ -312,3 +314,12 @@ def test_attention_opens_on_the_behaviour_the_prompt_shows():
     reader = reader_spans(at)
     assert reader[int(np.argmax([span.value for span in reader]))].text == " door"  # ' green' reads what
     # followed the first ' green'
+
+
+def test_the_demo_model_says_what_it_knows(model_dir):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["prompt"] = "Quantum chromodynamics describes"  # it answers this with 94% confidence
+    at.run()
+    assert any("knows only the simple English" in c.value for c in at.caption)
+    other = run_app("Quantum chromodynamics describes", model_dir)
+    assert not any("knows only the simple English" in c.value for c in other.caption)

@@ -107,12 +107,14 @@ def test_prompt_too_long_for_setting(llama):
         capture(llama, "word " * 40, max_tokens=10)
     assert info.value.limit == 10 and info.value.n_tokens > 10
     assert f"{info.value.n_tokens} tokens, limit 10" in str(info.value)
+    assert "PromptTooLong" not in str(info.value) and "raise the limit" in str(info.value)
 
 
 def test_prompt_too_long_for_context(llama):
     with pytest.raises(PromptTooLong) as info:
         capture(llama, "word " * 300, max_tokens=10_000)
     assert info.value.limit == 128
+    assert "raise the limit" not in str(info.value) and "cannot read more" in str(info.value)
     assert "context" in str(info.value)
 
 
