@@ -243,7 +243,8 @@ def test_a_new_prompt_opens_the_views_on_its_own_defaults():
     last = cap.n_tokens - 1
     assert widget(at.selectbox, "lens_position").value == last  # the new prompt's final prediction
     assert widget(at.selectbox, "attention_query").value == last
-    assert widget(at.selectbox, "neuron_token").value == last
+    token_at, _ = np.unravel_index(int(np.abs(cap.neurons[1][1:]).argmax()), cap.neurons[1][1:].shape)
+    assert widget(at.selectbox, "neuron_token").value == 1 + token_at  # where the layer's top neuron fires
     assert widget(at.selectbox, "attention_score").value == "induction"  # what this prompt shows
     _, neuron = np.unravel_index(int(np.abs(cap.neurons[1][1:]).argmax()), cap.neurons[1][1:].shape)
     assert widget(at.number_input, "neuron_id_1").value == neuron  # the new prompt's hardest-firing one

@@ -149,8 +149,8 @@ def test_a_new_prompt_shows_its_own_defaults(server):
         page.get_by_role("button", name="Repeated words (induction)").click()
         page.wait_for_function(f"() => {SELECTED}('Score every head by').startsWith('Induction')", timeout=60_000)
         last = f"{page.inner_text('[data-testid=stText]').count(' | ')}:"  # n tokens: n - 1 separators
-        labels = ["Position to follow", "Reading token", "Token"]
-        try:  # the three views arrive one after another: wait for the last of them
+        labels = ["Position to follow", "Reading token"]  # the neuron view opens where its neuron fires
+        try:  # the views arrive one after another: wait for the last of them
             page.wait_for_function(f"""labels => labels.every(label => {SELECTED}(label).startsWith('{last}'))""",
                                    arg=labels, timeout=30_000)
         finally:

@@ -246,3 +246,36 @@ def test_alternating_lists_are_not_called_induction(prompt):
     assert not np.diagonal(after, offset=-1).any()  # the token just before is never an induction target
     sentence = captions.attention_sentence(head_scores(cap))
     assert not (sentence.startswith("Head 1.") and "induction" in sentence), sentence
+
+
+def test_neuron_colours_put_white_at_zero_and_spend_the_scale_on_what_is_there():
+    values = np.array([[0.0, 20.0, -1.0], [2.0, 0.5, 0.1]], np.float32)
+    heat = figures.neuron_heatmap(values, np.arange(2), ["a", "b", "c"], 0).data[0]
+    assert (heat.zmin, heat.zmax) == (-1.0, 20.0)  # not -20 to +20
+    zero = [point for point in heat.colorscale if point[1] == figures.SIGNED[1][1]][0][0]
+    assert zero == pytest.approx(1 / 21)  # white sits at zero
+
+
+def test_massive_activations_are_remarked():
+    acts = np.full((5, 30), 0.5, np.float32)
+    acts[:, :20] = np.linspace(0.5, 2.0, 20)
+    assert captions.massive_note(acts, list("abcde")) is None
+    acts[3, 7] = 19.8
+    acts[2, 9] = 12.0
+    note = captions.massive_note(acts, list("abcde"))
+    assert "2 neurons above 10, up to +19.8 on 'd'" in note
+
+
+def test_the_lens_grid_leaves_the_embeddings_out_and_the_kl_axis_starts_at_layer_one():
+    tokens = np.array([[["x"]], [["y"]], [["z"]]], dtype=object)
+    fig = figures.lens_heatmap(tokens[1:], np.ones((2, 1, 1), np.float32), ["t"], np.array([0]), first_layer=1)
+    assert list(fig.layout.yaxis.ticktext) == ["layer 1", "layer 2"]
+    traj = figures.trajectory(np.ones(3), np.ones(3), np.ones(3), np.array([25.0, 2.0, 0.0]), "t")
+    kl = [t for t in traj.data if t.name.startswith("KL")][0]
+    assert list(kl.x) == ["layer 1", "layer 2"] and max(kl.y) == 2.0
+
+
+def test_special_tokens_are_shortened_in_lens_cells():
+    tokens = np.array([[["<|endoftext|>"]]], dtype=object)
+    heat = figures.lens_heatmap(tokens, np.ones((1, 1, 1), np.float32), ["t"], np.array([0])).data[0]
+    assert heat.text[0][0] == "&lt;|endo…&gt;" and "&lt;|endoftext|&gt;" in heat.customdata[0][0]

@@ -193,3 +193,29 @@ def patching_sentence(resid: np.ndarray, attn: np.ndarray, mlp: np.ndarray, head
         if heads[layer, head] >= 0.2:
             parts.append(f"Among heads, {layer + 1}.{head + 1} restores the most ({heads[layer, head]:.0%}).")
     return " ".join(parts)
+
+
+def neuron_overview(neurons: np.ndarray, tokens: list[str]) -> str:
+    """The view's opening: the hardest-firing neuron of the whole prompt (the first token left out)."""
+    start = 1 if len(tokens) > 1 else 0
+    acts = neurons[:, start:]  # (layer, position, neuron)
+    layer, position, neuron = np.unravel_index(int(np.abs(acts).argmax()), acts.shape)
+    value = float(acts[layer, position, neuron])
+    return (f"Of all {neurons.shape[0] * neurons.shape[2]:,} MLP neurons, neuron {neuron} of layer {layer + 1} "
+            f"fires hardest in this prompt, on {quoted(tokens[start + position])} (activation {value:+.2f}).")
+
+
+MASSIVE = 10.0  # an activation this large, and several times the typical peak, is a "massive activation"
+
+
+def massive_note(acts: np.ndarray, tokens: list[str]) -> str | None:
+    """A note when a few activations dwarf the rest and set the colour scale: acts (n, d_mlp)."""
+    peaks = np.abs(acts).max(axis=0)
+    top = np.sort(peaks)[::-1][:20]
+    if top.size == 0 or top[0] < MASSIVE or top[0] < 5 * float(np.median(top)):
+        return None
+    position, neuron = np.unravel_index(int(np.abs(acts).argmax()), acts.shape)
+    count = int((np.abs(acts) > MASSIVE).any(axis=0).sum())
+    return (f"A few activations here are far larger than the rest: {count} neuron{'s' if count > 1 else ''} "
+            f"above {MASSIVE:g}, up to {float(acts[position, neuron]):+.1f} on {quoted(tokens[position])}. Language "
+            "models have a few such massive activations; they set the colour scale, so hover a cell for its value.")

@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 from plotly.colors import get_colorscale
 from plotly.subplots import make_subplots
 
-from views.display import LABEL_CHARS, layer_label, position_labels, safe
+from views.display import LABEL_CHARS, cell, layer_label, position_labels, safe
 
 FONT = {"size": 15}
 TICK_FONT = {"size": 13}
@@ -99,18 +99,18 @@ def attention_heatmap(pattern: np.ndarray, tokens: list[str], title: str) -> go.
 
 
 def lens_heatmap(top_tokens: np.ndarray, top_probs: np.ndarray, tokens: list[str],
-                 positions: np.ndarray) -> go.Figure:
+                 positions: np.ndarray, first_layer: int = 0) -> go.Figure:
     """Layers x positions: each cell's top guess as text, coloured by its probability.
 
     ``top_tokens``/``top_probs`` are (layers, m, k) for the ``positions`` shown; hover
     lists all k guesses.
     """
     layers, m, k = top_probs.shape
-    text = [[safe(top_tokens[layer, i, 0]) for i in range(m)] for layer in range(layers)]
+    text = [[html.escape(cell(top_tokens[layer, i, 0]), quote=False) for i in range(m)] for layer in range(layers)]
     hover = [["<br>".join(f"{safe(top_tokens[layer, i, j])}: {top_probs[layer, i, j]:.1%}" for j in range(k))
               for i in range(m)] for layer in range(layers)]
     labels = position_labels([tokens[p] for p in positions], positions)
-    names = [layer_label(i) for i in range(layers)]
+    names = [layer_label(first_layer + i) for i in range(layers)]
     heat = {"type": "heatmap", "z": top_probs[:, :, 0], "x": list(range(m)), "y": list(range(layers)), "text": text,
             "texttemplate": "%{text}", "textfont": {"size": 13}, "customdata": hover, "zmin": 0, "zmax": 1,
             "colorscale": CIVIDIS, "colorbar": {"title": {"text": "top-guess<br>probability"}},
@@ -159,8 +159,9 @@ def trajectory(probs: np.ndarray, ranks: np.ndarray, entropy: np.ndarray, kl: np
     names = [layer_label(i) for i in range(len(probs))]
     lines = [_line(names, probs, "probability", "#0072b2", ("x", "y")),
              _line(names, ranks, "rank (1 = top)", "#e69f00", ("x", "y2"), dash="dot"),
-             _line(names, entropy, "entropy (nats)", "#009e73", ("x2", "y3")),
-             _line(names, kl, "KL to final (nats)", "#cc79a7", ("x2", "y3"), dash="dash")]
+             # the embeddings' KL (20+ nats) would squash every real layer to the bottom: from layer 1 on
+             _line(names[1:], entropy[1:], "entropy (nats)", "#009e73", ("x2", "y3")),
+             _line(names[1:], kl[1:], "KL to final (nats)", "#cc79a7", ("x2", "y3"), dash="dash")]
     grid = _grid(TRAJECTORY_GRID, (f"{safe(token)}: probability and rank",
                                    "Uncertainty and distance to the final answer"))
     grid["yaxis"].update(title={"text": "probability"}, range=[0, 1])
@@ -176,17 +177,30 @@ def trajectory(probs: np.ndarray, ranks: np.ndarray, entropy: np.ndarray, kl: np
 def neuron_heatmap(values: np.ndarray, neuron_ids: np.ndarray, tokens: list[str], layer: int,
                    first_position: int = 0) -> go.Figure:
     """Activations (neurons, m) of the chosen neurons over ``tokens``, which start at ``first_position``."""
-    bound = float(np.abs(values).max()) or 1.0
+    low, high = min(float(values.min(initial=0.0)), 0.0), max(float(values.max(initial=0.0)), 0.0)
+    if high - low == 0:
+        low, high = -1.0, 1.0
     labels = position_labels(tokens, range(first_position, first_position + len(tokens)))
     names = [f"#{i}" for i in neuron_ids]
-    heat = {"type": "heatmap", "z": values, "x": labels, "y": names, "zmid": 0, "zmin": -bound, "zmax": bound,
-            "colorscale": SIGNED, "colorbar": {"title": {"text": "activation"}},
+    heat = {"type": "heatmap", "z": values, "x": labels, "y": names, "zmin": low, "zmax": high,
+            "colorscale": signed_scale(low, high), "colorbar": {"title": {"text": "activation"}},
             "hovertemplate": "neuron %{y} on %{x}: %{z:.3f}<extra></extra>"}
     return _figure([heat], _layout(
         f"Most active neurons of layer {layer + 1}", 200 + 24 * len(neuron_ids),
         left=text_px(names) + LINE_PX + 25, bottom=_slanted(labels) + 15, right=COLORBAR_PX,
         xaxis=_axis(type="category", tickangle=-60),
         yaxis=_axis(title={"text": "neuron"}, type="category", autorange="reversed")))
+
+
+def signed_scale(low: float, high: float) -> list[list]:
+    """Blue below zero, white at zero, orange above, over [low, high].
+
+    Activations that barely go below zero get almost all of the scale's orange instead of
+    wasting half of it on blue.
+    """
+    zero = -low / (high - low)
+    scale = [[0.0, SIGNED[0][1] if zero > 0 else SIGNED[1][1]], [zero, SIGNED[1][1]], [1.0, SIGNED[2][1]]]
+    return [point for i, point in enumerate(scale) if i == 0 or point[0] > scale[i - 1][0]]
 
 
 def bars(labels: list[str], values: np.ndarray, title: str, x_title: str) -> go.Figure:

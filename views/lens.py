@@ -55,8 +55,11 @@ def _window(n: int, run: str) -> np.ndarray:
 @st.fragment
 def _explore(cap: Capture, summary: LensSummary, lab: Trajectories, run: str) -> None:
     shown = _window(cap.n_tokens, run)
-    st.plotly_chart(figures.lens_heatmap(summary.top_tokens[:, shown], summary.top_probs[:, shown],
-                                         cap.tokens, shown), width="stretch", config=figures.CONFIG, key="lens_map")
+    # the embeddings row left out: read through the output layer, an embedding mostly "predicts" its own
+    # token at about 100%, which says nothing about the next one and misleads a newcomer
+    st.plotly_chart(figures.lens_heatmap(summary.top_tokens[1:, shown], summary.top_probs[1:, shown],
+                                         cap.tokens, shown, first_layer=1),
+                    width="stretch", config=figures.CONFIG, key="lens_map")
     pos_col, tok_col = st.columns(2)
     position = pos_col.selectbox("Position to follow", range(cap.n_tokens), index=cap.n_tokens - 1,
                                  format_func=token_labels(cap.tokens).__getitem__,

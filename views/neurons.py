@@ -41,7 +41,7 @@ def render(cap: Capture, lab: Effects, script_url: str, run: str) -> None:
 
     ``run`` identifies this prompt's run: the selections it keys start afresh with each prompt.
     """
-    intro(None, EXPLAIN, CAVEAT)  # the sentence depends on the layer picked below
+    intro(captions.neuron_overview(cap.neurons, cap.tokens), EXPLAIN, CAVEAT)
     _explore(cap, lab, script_url, run)
 
 
@@ -60,12 +60,15 @@ def _explore(cap: Capture, lab: Effects, script_url: str, run: str) -> None:
     token_at, neuron = np.unravel_index(int(np.abs(shown).argmax()), shown.shape)
     peak = float(shown[token_at, neuron])
     sentence = captions.neuron_sentence(layer, int(neuron), peak, cap.tokens[start + token_at])
-    st.markdown(f"**{md_escape(sentence)}**")
+    st.markdown(md_escape(sentence))
     st.plotly_chart(figures.neuron_heatmap(shown[:, top].T, top, cap.tokens[start:], layer, first_position=start),
                     width="stretch", config=figures.CONFIG, key="neuron_map")
+    massive = captions.massive_note(shown, cap.tokens[start:])
+    if massive:
+        st.caption(md_escape(massive))
     token_col, neuron_col = st.columns(2)
-    with token_col:
-        position = st.selectbox("Token", range(cap.n_tokens), index=cap.n_tokens - 1,
+    with token_col:  # opens where the layer's hardest-firing neuron fires, so its effect is read there
+        position = st.selectbox("Token", range(cap.n_tokens), index=start + int(token_at),
                                 format_func=token_labels(cap.tokens).__getitem__,
                                 key=per_run("neuron_token", run))
         best = np.argsort(-np.abs(acts[position]), kind="stable")[:10]
