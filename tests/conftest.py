@@ -20,3 +20,16 @@ from tests.tiny import tiny_tokenizer  # noqa: E402
 def tokenizer():
     """A byte-level BPE tokenizer of about 400 tokens, trained in a second."""
     return tiny_tokenizer()
+
+
+@pytest.fixture(autouse=True)
+def fresh_streamlit_caches(request):
+    """AppTest runs share Streamlit's process-wide caches: each test of the page starts with none."""
+    if "AppTest" not in vars(request.module):
+        yield
+        return
+    import streamlit as st
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield

@@ -86,8 +86,13 @@ def test_remote_code_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(
         {"model_type": "my-secret-arch", "auto_map": {"AutoConfig": "code.MyConfig"}}))
     (tmp_path / "model.safetensors").write_bytes(b"")
-    with pytest.raises(ModelLoadError, match="trust_remote_code|unrecognised"):
+    with pytest.raises(ModelLoadError, match=r"needs its own Python code \(trust_remote_code\), which Model X-ray "
+                                             "never runs"):
         load_model(tmp_path, device="cpu")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "my-secret-arch"}))  # unknown, no code
+    with pytest.raises(ModelLoadError, match="unrecognised") as other:
+        load_model(tmp_path, device="cpu")
+    assert "trust_remote_code" not in str(other.value)  # the two failures say different things
 
 
 def test_mixture_of_experts_names_what_is_missing(tmp_path):

@@ -66,17 +66,18 @@ def test_learning_rate_schedule():
 
 
 def test_pipeline_end_to_end_at_tiny_size(tmp_path):
-    cfg = TrainConfig(steps=30, eval_every=15, n_layer=2, n_embd=32, n_head=2, n_positions=64,
-                      block_size=64, batch_size=4, tokenizer_documents=300, vocab_size=400,
-                      warmup=5, lr=3e-3, threads=1)
+    cfg = TrainConfig(steps=200, eval_every=100, n_layer=2, n_embd=32, n_head=2, n_positions=64,
+                      block_size=64, batch_size=8, tokenizer_documents=300, vocab_size=400,
+                      warmup=5, lr=1e-2, threads=1)
     train(cfg, tmp_path)
     log = [json.loads(line) for line in (tmp_path / "training_log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [15, 30]
+    assert [r["step"] for r in log] == [100, 200]
     assert {"induction_score", "copy_accuracy", "loss_second_copy", "capital_top1"} <= set(log[0])
     assert (tmp_path / "model.safetensors").is_file() and not list(tmp_path.glob("*.bin"))
     lm = load_model(tmp_path, device="cpu")  # the folder loads through the app's own path
     cap = capture(lm, "The capital of France is")
     assert cap.tokens[0] == "<|endoftext|>" and cap.n_layers == 2
     assert np.isfinite(cap.logits).all()
-    first = float(log[0]["loss"])
-    assert first < np.log(len(lm.tokenizer)) + 0.5  # it learned something in 15 steps
+    uniform = np.log(len(lm.tokenizer))  # an untrained model's loss is about this
+    losses = [float(r["loss"]) for r in log]
+    assert losses[1] < losses[0] < uniform - 1.0, (losses, uniform)  # it learned, and keeps learning
