@@ -36,6 +36,7 @@ from backend.run import MAX_LINK_EDITS, Run, edits_from_json
 from backend.whatif import EditEffect, edit_effect
 from views import attention, captions, circuits, coloured, downloads, lens, neurons, patching, whatif
 from views.display import md_escape, quoted, visible
+from views.guard import SURROGATE_GUARD
 from views.report import report_html, top_neuron
 from views.state import per_run
 from views.whatif import EDITS, active_edits
@@ -440,6 +441,7 @@ def main() -> None:
     """Draw the page."""
     static = circuits.install_bundle(Path(__file__).parent / "static")
     script_url = f"/app/static/{static.name}"
+    st.iframe(SURROGATE_GUARD, height=1)  # keeps text with broken characters from breaking the connection
     st.title("Model X-ray")
     st.markdown("See what happens **inside** a language model while it reads your prompt: which "
                 "words each attention head looks at, what the model would guess after every layer, "

@@ -156,3 +156,22 @@ def test_a_new_prompt_shows_its_own_defaults(server):
         finally:
             shown = {label: selected(page, label) for label in labels}
         assert all(value.startswith(last) and "green" in value for value in shown.values()), shown
+
+
+LONE_SURROGATE = """() => { const box = document.querySelector('textarea');
+  const setter = Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, 'value').set;
+  setter.call(box, 'broken ' + String.fromCharCode(0xD800) + ' text');
+  box.dispatchEvent(new Event('input', {bubbles: true})); box.focus(); }"""
+
+
+def test_a_lone_surrogate_still_runs_the_prompt(server):
+    """Half a surrogate pair used to break the websocket message: the run never happened."""
+    with browser_page() as (page, _):
+        page.goto(app_url(server, "The capital of France is", MODEL))
+        wait_for_views(page)
+        page.evaluate(LONE_SURROGATE)
+        page.get_by_role("textbox", name="Prompt").press("Control+Enter")
+        # the new run's tokens: U+FFFD, which the demo tokenizer spells as its three bytes
+        page.wait_for_function("() => document.querySelector('[data-testid=stText]').innerText"
+                               ".includes('<0xEF> | <0xBF> | <0xBD>')", timeout=60_000)
+        assert "\ufffd" in page.get_by_role("textbox", name="Prompt").input_value()  # shown as a replacement mark
