@@ -18,6 +18,7 @@ import streamlit as st
 import torch
 
 from backend import (
+    Cancelled,
     Capture,
     LensSummary,
     LoadedModel,
@@ -27,6 +28,7 @@ from backend import (
     load_model,
     token_trajectory,
 )
+from backend.buffers import release_free_memory
 from backend.cache import ByteCache
 from backend.edits import HeadAblation
 from backend.heads import HeadScores, head_scores
@@ -137,16 +139,50 @@ def model_of(run: Run) -> LoadedModel:
     return get_model(run.source, run.device, run.dtype)
 
 
+def abandoned(prompt: str):
+    """A check for long work: whether this page's reader closed it or typed another prompt meanwhile.
+
+    Streamlit stops a script only at its next Streamlit call, so a forward pass of a big
+    model runs to its end for nobody. This reads the session's pending request (Streamlit
+    internals, so any surprise there means "keep going"): a stop (the tab closed or
+    reloaded) or a rerun whose prompt box holds other text.
+    """
+    try:
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+        from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
+
+        requests = get_script_run_ctx().script_requests
+    except Exception:  # noqa: BLE001 - no context (bare mode) or another Streamlit: never cancel
+        return None
+
+    def check() -> bool:
+        try:
+            state = requests._state
+            if state == ScriptRequestType.STOP:
+                return True
+            if state != ScriptRequestType.RERUN or requests._rerun_data.widget_states is None:
+                return False
+            return any(w.id.endswith("-prompt") and w.WhichOneof("value") == "string_value"
+                       and w.string_value != prompt for w in requests._rerun_data.widget_states.widgets)
+        except Exception:  # noqa: BLE001
+            return False
+
+    return check
+
+
 def analyse(run: Run) -> Analysis:
     """The only place the model runs for a plain prompt; the run (without edits) is the key."""
     run = run.plain()
+    should_stop = abandoned(run.prompt)
 
     def compute() -> Analysis:
         lm = model_of(run)
-        cap = capture(lm, run.prompt, max_tokens=run.max_tokens)
+        cap = capture(lm, run.prompt, max_tokens=run.max_tokens, should_stop=should_stop)
         for array in (cap.attention, cap.resid, cap.neurons, cap.logits):
             array.flags.writeable = False  # shared between sessions
-        return Analysis(capture=cap, summary=lens_summary(lm, cap), scores=head_scores(cap))
+        result = Analysis(capture=cap, summary=lens_summary(lm, cap, should_stop=should_stop), scores=head_scores(cap))
+        release_free_memory()  # the lens's work buffers and the forward's activations are gone now
+        return result
 
     return caches()[0].get(run, compute)
 
@@ -335,6 +371,8 @@ def explained(compute, what: str):
     """``compute()``, or ``None`` after one clear message (a failed run must leave the page usable)."""
     try:
         return compute()
+    except Cancelled:
+        st.stop()  # nobody waits for this page's run: Streamlit goes on with the newer one, or nothing
     except XrayError as error:
         st.error(md_escape(str(error)))
     except (MemoryError, torch.OutOfMemoryError):

@@ -5,6 +5,7 @@ Importable without Streamlit; every result is plain typed numpy data.
 
 from backend.capture import Capture, capture, capture_bytes
 from backend.errors import (
+                            Cancelled,
                             CaptureTooLarge,
                             EmptyPrompt,
                             ModelLoadError,
@@ -16,7 +17,7 @@ from backend.lens import LensSummary, TokenTrajectory, lens_logits, lens_summary
 from backend.loading import BUNDLED_MODEL, LoadedModel, ModelInfo, from_pretrained_objects, load_model
 
 __all__ = [
-    "BUNDLED_MODEL", "Capture", "CaptureTooLarge", "EmptyPrompt", "LensSummary", "LoadedModel",
+    "BUNDLED_MODEL", "Cancelled", "Capture", "CaptureTooLarge", "EmptyPrompt", "LensSummary", "LoadedModel",
     "ModelInfo", "ModelLoadError", "PromptTooLong", "TokenTrajectory", "UnsupportedModel",
     "XrayError", "capture", "capture_bytes", "from_pretrained_objects", "lens_logits",
     "lens_summary", "load_model", "token_trajectory",

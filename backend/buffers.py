@@ -7,8 +7,9 @@ mapped, and filling it again costs no faults (1.5 ms for the same 37 MB).
 
 Every array handed out is a view of one owner array kept here. NumPy points every view,
 and every view of a view, at the array that owns the memory, so an owner that nothing
-but this pool refers to is free: no live array can still read or write it. Free owners
-beyond ``max_free_bytes`` are let go, the oldest first.
+but this pool refers to is free: no live array can still read or write it. An array takes
+the smallest free owner that holds it (at most twice its size), so prompts of nearby
+lengths share memory. Free owners beyond ``max_free_bytes`` are let go, the oldest first.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ class BufferPool:
         nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         with self._lock:
             free = self._free_owners()
-            found = next((owner for owner in free if owner.nbytes == nbytes), None)
+            # the smallest free owner that holds the array without wasting more than its own size
+            fits = [owner for owner in free if nbytes <= owner.nbytes <= 2 * nbytes]
+            found = min(fits, key=lambda owner: owner.nbytes) if fits else None
             if found is None:
                 found = np.empty(nbytes, np.uint8)
             else:
@@ -48,7 +51,7 @@ class BufferPool:
                 _remove(free, found)
             self._trim(free)
             self._owners.append(found)
-            return found.view(dtype).reshape(shape)
+            return found[:nbytes].view(dtype).reshape(shape)
 
     def _free_owners(self) -> list[np.ndarray]:
         """The owners no array refers to: as few references as the sentinel, counted alike."""
@@ -77,4 +80,21 @@ class BufferPool:
             return sum(owner.nbytes for owner in self._free_owners())
 
 
-POOL = BufferPool(max_free_bytes=512 * 2**20)
+POOL = BufferPool(max_free_bytes=128 * 2**20)  # enough for a GPT-2-small capture at 256 tokens
+
+
+def _libc_trim():
+    """Glibc's ``malloc_trim``, or a no-op elsewhere (macOS, musl, Windows)."""
+    try:
+        import ctypes
+
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: trim(0)
+
+
+release_free_memory = _libc_trim()
+"""Hand memory that C code (torch, NumPy) freed back to the system: a long-running server
+fragments its heap otherwise, and its resident size creeps up with every run (measured in
+a test session of 100 prompts: +29 MiB after the caches filled without it, +19 MiB with it)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -11,7 +12,7 @@ from torch import nn
 
 from backend.buffers import POOL
 from backend.edits import Edit, check_edits, edit_hooks, resolve_edits
-from backend.errors import CaptureTooLarge, EmptyPrompt, PromptTooLong, UnsupportedModel
+from backend.errors import Cancelled, CaptureTooLarge, EmptyPrompt, PromptTooLong, UnsupportedModel
 from backend.hooks import eager_attention, registered
 from backend.loading import LoadedModel
 from backend.readout import readout_columns
@@ -193,7 +194,20 @@ def _attentions_from_outputs(outputs: object, buffers: _Buffers) -> None:
         buffers.save_attention(layer, a)
 
 
-def run_forward(lm: LoadedModel, ids: list[int], edits: tuple[Edit, ...] = ()) -> tuple[object, _Buffers]:
+def _stop_hooks(lm: LoadedModel, should_stop: Callable[[], bool] | None) -> list:
+    """A check before every block: a run nobody waits for stops there, freeing the model's lock."""
+    if should_stop is None:
+        return []
+
+    def check(module: nn.Module, args: tuple) -> None:
+        if should_stop():
+            raise Cancelled()
+
+    return [partial(block.register_forward_pre_hook, check) for block in lm.anatomy.layers]
+
+
+def run_forward(lm: LoadedModel, ids: list[int], edits: tuple[Edit, ...] = (),
+                should_stop: Callable[[], bool] | None = None) -> tuple[object, _Buffers]:
     """The hooked forward pass, under the model's lock; edits' hooks run before the capture's.
 
     Each attention module's weights are copied as soon as it returns them, while they are
@@ -204,7 +218,7 @@ def run_forward(lm: LoadedModel, ids: list[int], edits: tuple[Edit, ...] = ()) -
     """
     buffers = _Buffers(lm, len(ids))
     input_ids = torch.tensor([ids], device=lm.input_device)
-    adders = edit_hooks(lm, edits) + _hook_adders(lm, buffers)
+    adders = _stop_hooks(lm, should_stop) + edit_hooks(lm, edits) + _hook_adders(lm, buffers)
     with lm.lock, torch.inference_mode(), eager_attention(lm.model), registered(adders):
         outputs = lm.model(input_ids=input_ids, use_cache=False)
         if buffers.attention_missing():
@@ -215,13 +229,15 @@ def run_forward(lm: LoadedModel, ids: list[int], edits: tuple[Edit, ...] = ()) -
 
 
 def capture(lm: LoadedModel, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS,
-            memory_budget: int = DEFAULT_MEMORY_BUDGET, edits: tuple[Edit, ...] | list[Edit] = ()) -> Capture:
+            memory_budget: int = DEFAULT_MEMORY_BUDGET, edits: tuple[Edit, ...] | list[Edit] = (),
+            should_stop: Callable[[], bool] | None = None) -> Capture:
     """Run ``prompt`` through the model once and return everything the views draw.
 
     ``edits`` (see ``backend.edits``) apply during that one pass; the capture shows the
     edited run. Raises ``EmptyPrompt``, ``PromptTooLong``, ``CaptureTooLarge`` or an
     ``EditError`` before any work, and ``UnsupportedModel`` if the model's activations
-    cannot be read or do not add up.
+    cannot be read or do not add up. ``should_stop``, asked before every block, raises
+    ``Cancelled`` when it says nobody waits for the run (a closed tab, a newer prompt).
     """
     edits = tuple(edits)
     ids = tokenize(lm, prompt, max_tokens)
@@ -231,7 +247,7 @@ def capture(lm: LoadedModel, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKEN
         raise CaptureTooLarge(n, needed, memory_budget)
     check_edits(lm, edits, n)
     resolved = resolve_edits(lm, edits, max_tokens)
-    outputs, buffers = run_forward(lm, ids, resolved)
+    outputs, buffers = run_forward(lm, ids, resolved, should_stop)
     missing = buffers.missing()
     if missing:
         raise UnsupportedModel(f"The hooks saw no activation for {missing}: the model skipped "

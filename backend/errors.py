@@ -40,3 +40,10 @@ class ModelLoadError(XrayError):
 
 class UnsupportedModel(XrayError):
     """The model loaded, but the backend cannot read it correctly; names what was not found."""
+
+
+class Cancelled(XrayError):
+    """The caller's ``should_stop`` said nobody waits for this run any more; nothing is returned."""
+
+    def __init__(self) -> None:
+        super().__init__("The run was stopped: nobody was waiting for it any more.")

@@ -7,12 +7,14 @@ positions at a time, and only small summaries are kept.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from backend.capture import Capture
+from backend.errors import Cancelled
 from backend.loading import LoadedModel
 from backend.readout import readout
 from backend.tokens import token_strings
@@ -130,11 +132,12 @@ class _Softmax:
 
 
 def lens_summary(lm: LoadedModel, cap: Capture, k: int = 5,
-                 target_ids: np.ndarray | None = None) -> LensSummary:
+                 target_ids: np.ndarray | None = None, should_stop: Callable[[], bool] | None = None) -> LensSummary:
     """Top-``k`` tokens, entropy, KL to the final distribution, and a tracked token's trajectory.
 
     ``target_ids`` (n,) picks the token followed at each position; by default the
-    model's final top guess there.
+    model's final top guess there. ``should_stop``, asked before every layer, raises
+    ``Cancelled`` when nobody waits for the summary any more.
 
     Positions go in chunks of ``CHUNK_VALUES`` logits: one vocabulary matmul per layer and
     chunk, written into reused buffers. The statistics then go through each chunk in
@@ -164,6 +167,8 @@ def lens_summary(lm: LoadedModel, cap: Capture, k: int = 5,
             out.kl[cap.n_layers, b] = 0.0
             final.exps.div_(final.total[:, None])  # normalised once, read by every layer's KL
         for layer in range(cap.n_layers):
+            if should_stop is not None and should_stop():
+                raise Cancelled()
             logits = work.readout(lm, cap.resid[layer, rows])
             for b in blocks:
                 local = slice(b.start - start, b.stop - start)

@@ -50,7 +50,9 @@ def shown_tokens(at: AppTest) -> str:
 
 
 def iframes(at: AppTest) -> list[str]:
-    return [e.proto.srcdoc for e in at.main if getattr(e, "type", "") == "iframe"]
+    """The CircuitsVis frames (the page's one-pixel surrogate guard left out)."""
+    return [e.proto.srcdoc for e in at.main if getattr(e, "type", "") == "iframe"
+            and "__xraySurrogateGuard" not in e.proto.srcdoc]
 
 
 def html_view(at: AppTest, view: str) -> str:
@@ -324,3 +326,11 @@ def test_the_demo_model_says_what_it_knows(model_dir):
     assert any("knows only the simple English" in c.value for c in at.caption)
     other = run_app("Quantum chromodynamics describes", model_dir)
     assert not any("knows only the simple English" in c.value for c in other.caption)
+
+
+def test_other_with_an_empty_box_says_what_it_shows():
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.selectbox(key="model_pick").select("Other: type a hub id or a local folder").run()
+    assert any("until then the page shows the bundled demo model" in i.value for i in at.sidebar.info)
+    assert_usable(at)

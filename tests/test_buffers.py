@@ -41,3 +41,15 @@ def test_free_memory_is_bounded():
         pool.empty((size, 100), np.uint8)  # dropped at once: free
     assert pool.free_bytes <= 1000 + 49 * 100
     assert len(pool._owners) <= 12
+
+
+def test_a_smaller_array_reuses_a_larger_free_owner_but_not_a_huge_one():
+    pool = BufferPool(max_free_bytes=2**20)
+    a = pool.empty((100,))
+    start = a.__array_interface__["data"][0]
+    del a
+    b = pool.empty((80,))  # fits in the free 400 bytes without wasting more than its size
+    assert b.__array_interface__["data"][0] == start and b.shape == (80,)
+    del b
+    c = pool.empty((10,))  # 40 bytes in 400 would waste too much: fresh memory
+    assert c.__array_interface__["data"][0] != start

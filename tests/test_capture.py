@@ -239,3 +239,22 @@ def test_capture_holds_no_model_reference(gpt2):
     data = pickle.dumps(cap)
     assert len(data) < 2 * cap.nbytes + 100_000
     assert b"torch" not in data
+
+
+def test_a_run_nobody_waits_for_stops_between_blocks(llama):
+    from backend import Cancelled, lens_summary
+
+    asked = []
+
+    def stop_at_second_block() -> bool:
+        asked.append(1)
+        return len(asked) >= 2
+
+    with pytest.raises(Cancelled):
+        capture(llama, "one two three", should_stop=stop_at_second_block)
+    assert len(asked) == 2  # asked before block 0, stopped before block 1: the rest never ran
+    assert hook_count(llama.model) == 0 and not llama.lock.locked()
+    cap = capture(llama, "one two three", should_stop=lambda: False)  # the model serves the next run as usual
+    np.testing.assert_array_equal(cap.logits, capture(llama, "one two three").logits)
+    with pytest.raises(Cancelled):
+        lens_summary(llama, cap, should_stop=lambda: True)

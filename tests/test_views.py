@@ -279,3 +279,22 @@ def test_special_tokens_are_shortened_in_lens_cells():
     tokens = np.array([[["<|endoftext|>"]]], dtype=object)
     heat = figures.lens_heatmap(tokens, np.ones((1, 1, 1), np.float32), ["t"], np.array([0])).data[0]
     assert heat.text[0][0] == "&lt;|endo…&gt;" and "&lt;|endoftext|&gt;" in heat.customdata[0][0]
+
+
+def test_a_word_start_and_a_word_piece_look_different_everywhere():
+    from views.display import label, quoted, token_labels
+
+    assert label(" Rome") == "␣Rome" and label("Rome") == "Rome" and label(" ") == "␣"
+    assert quoted(" Rome") == "'␣Rome'" and token_labels([" Rome", "Rome"]) == ["0: ␣Rome", "1: Rome"]
+    bars = coloured.guesses_html([" Rome", "Rome"], np.array([0.9, 0.1]))
+    assert "␣Rome" in bars and ">Rome<" in bars
+    assert figures.bars([" out", "out"], np.array([1.0, -1.0]), "t", "x").data[0].y == ("␣out", "out")
+
+
+def test_the_neuron_view_opens_with_the_prompts_hardest_firing_neuron():
+    neurons = np.zeros((3, 4, 5), np.float32)
+    neurons[0, 0, 0] = 50.0  # the first token: left out
+    neurons[2, 3, 1] = -7.5
+    sentence = captions.neuron_overview(neurons, ["<s>", " a", " b", " c"])
+    assert sentence == ("Of all 15 MLP neurons, neuron 1 of layer 3 fires hardest in this prompt, on '␣c' "
+                        "(activation -7.50).")

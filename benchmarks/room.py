@@ -1,0 +1,137 @@
+"""A room of visitors: a reload storm's CPU cost, and the server's memory over many prompts.
+
+- **Reload storm**: a GPT-2-small-shaped model (random weights) and prompts of about 250
+  tokens, so one run takes seconds. One tab opens six new prompts, 1.5 s apart (each a
+  reload: the previous page's session closes). Prints the server's CPU-seconds from the
+  first reload until it is idle again. Runs nobody waits for should stop early.
+- **Memory over prompts**: one real browser tab types 100 prompts of about 60 tokens into
+  the demo model's page, one after another, and the server's resident memory is read after
+  each. Prints RSS at prompt 20, 50 and 100 (target: growth under 40 MiB from 20 to 100).
+
+    python benchmarks/room.py [--root CHECKOUT] [--only storm|memory]
+
+``--root`` runs another checkout's app (for before/after figures in one sitting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from transformers import AutoTokenizer  # noqa: E402
+
+from benchmarks.capture_overhead import build, prompt_of  # noqa: E402
+from tests import browser  # noqa: E402
+from tests.browser import browser_page, streamlit_app  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def server_pid(port: int) -> int:
+    """The streamlit process listening on ``port`` (found through /proc)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"streamlit" in b" ".join(cmd) and f"--server.port={port}".encode() in cmd:
+                return int(entry.name)
+    raise RuntimeError("no streamlit process found")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def rss_mib(pid: int) -> float:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def idle(pid: int, quiet_s: float = 2.0, timeout_s: float = 240) -> None:
+    """Wait until the server has used no CPU for ``quiet_s`` seconds."""
+    deadline = time.time() + timeout_s
+    last, since = cpu_seconds(pid), time.time()
+    while time.time() < deadline:
+        time.sleep(0.25)
+        now = cpu_seconds(pid)
+        if now - last > 0.05:
+            last, since = now, time.time()
+        elif time.time() - since >= quiet_s:
+            return
+
+
+def port_of(base: str) -> int:
+    return int(base.rsplit(":", 1)[1])
+
+
+def storm(root: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        build(Path(tmp))
+        tokenizer = AutoTokenizer.from_pretrained(tmp)
+        prompts = [prompt_of(tokenizer, 240 + i) for i in range(7)]
+        browser.ROOT = root
+        with streamlit_app() as base, browser_page() as (page, _):
+            pid = server_pid(port_of(base))
+            link = f"{base}/?model={quote(tmp)}&prompt="
+            page.goto(link + quote(prompts[0]))  # loads the model and warms up
+            page.wait_for_selector(".js-plotly-plot", timeout=240_000)
+            idle(pid)
+            start = cpu_seconds(pid)
+            began = time.time()
+            for prompt in prompts[1:]:
+                page.goto(link + quote(prompt), wait_until="commit")
+                time.sleep(1.5)
+            page.wait_for_selector(".js-plotly-plot", timeout=240_000)
+            idle(pid)
+            used = cpu_seconds(pid) - start
+        print(f"reload storm: 6 new prompts of ~245 tokens, 1.5 s apart (GPT-2-small shape): "
+              f"{used:.1f} CPU-s in the server, idle again {time.time() - began:.0f} s after the first")
+
+
+def memory(root: Path, count: int = 100) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(ROOT / "models" / "xray-demo")
+    prompts = [prompt_of(tokenizer, 50 + i % 20) + f" {i}" for i in range(count)]
+    browser.ROOT = root
+    readings = {}
+    with streamlit_app() as base, browser_page() as (page, _):
+        pid = server_pid(port_of(base))
+        page.goto(f"{base}/?prompt={quote('warm up')}")
+        page.wait_for_selector(".js-plotly-plot", timeout=120_000)
+        box = page.get_by_role("textbox", name="Prompt")
+        for i, prompt in enumerate(prompts, start=1):
+            box.fill(prompt)
+            box.press("Control+Enter")
+            page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=120_000)
+            page.wait_for_timeout(150)
+            if i in (1, 20, 50, 100):
+                idle(pid, quiet_s=1.0)
+                readings[i] = rss_mib(pid)
+    print("server RSS over 100 prompts in one tab (demo model): " +
+          ", ".join(f"prompt {i}: {mib:.0f} MiB" for i, mib in readings.items()) +
+          f"; growth 20 -> 100: {readings[100] - readings[20]:+.0f} MiB (target < 40)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose app.py runs")
+    parser.add_argument("--only", choices=["storm", "memory"])
+    args = parser.parse_args()
+    (args.root / "artifacts").mkdir(exist_ok=True)
+    if args.only in (None, "storm"):
+        storm(args.root.resolve())
+    if args.only in (None, "memory"):
+        memory(args.root.resolve())
+
+
+if __name__ == "__main__":
+    main()
