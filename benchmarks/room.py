@@ -7,8 +7,11 @@
 - **Memory over prompts**: one real browser tab types 100 prompts of about 60 tokens into
   the demo model's page, one after another, and the server's resident memory is read after
   each. Prints RSS at prompt 20, 50 and 100 (target: growth under 40 MiB from 20 to 100).
+- **Many users at once**: public mode, twenty phone-sized browser contexts open their own
+  prompts at the same moment. Prints sessions per second, the median time to a drawn page,
+  whether every page shows its own prompt, errors, and the server's memory before and after.
 
-    python benchmarks/room.py [--root CHECKOUT] [--only storm|memory]
+    python benchmarks/room.py [--root CHECKOUT] [--only storm|memory|load]
 
 ``--root`` runs another checkout's app (for before/after figures in one sitting).
 """
@@ -16,7 +19,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -121,16 +126,70 @@ def memory(root: Path, count: int = 100) -> None:
           f"; growth 20 -> 100: {readings[100] - readings[20]:+.0f} MiB (target < 40)")
 
 
+async def _load(base: str, count: int, prompts: list[str]) -> list[tuple[float, bool, bool]]:
+    """``count`` visitors at once, each in its own browser context: (seconds to drawn, own prompt shown, error)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=browser.CHROMIUM, args=browser.CHROMIUM_FLAGS)
+
+        async def visit(prompt: str) -> tuple[float, bool, bool]:
+            context = await chromium.new_context(viewport={"width": 412, "height": 915})  # a phone
+            page = await context.new_page()
+            start = time.perf_counter()
+            await page.goto(f"{base}/?prompt={quote(prompt)}")
+            await page.wait_for_selector("[data-view=next-token-guesses] span[data-value]", timeout=600_000)
+            await page.wait_for_selector(".js-plotly-plot .main-svg", timeout=600_000)
+            took = time.perf_counter() - start
+            shown = (await page.inner_text("[data-testid=stText]")).replace(" | ", "")  # tokens, separators out
+            own = prompt.split()[-1] in shown
+            error = await page.locator("[data-testid=stException], [data-testid=stAlertContentError]").count() > 0
+            await context.close()
+            return took, own, error
+
+        try:
+            return await asyncio.gather(*(visit(p) for p in prompts[:count]))
+        finally:
+            await chromium.close()
+
+
+def load(root: Path, count: int = 20) -> None:
+    """Public mode, demo model: ``count`` phones open their own prompts at the same moment."""
+    tokenizer = AutoTokenizer.from_pretrained(ROOT / "models" / "xray-demo")
+    prompts = [prompt_of(tokenizer, 30) + f" visitor{i}" for i in range(count)]
+    browser.ROOT = root
+    with streamlit_app(env={"XRAY_PUBLIC": "1"}) as base:
+        pid = server_pid(port_of(base))
+        with browser_page() as (page, _):  # the presenter opens the page first: the model is loaded
+            page.goto(f"{base}/?prompt={quote('The capital of France is')}")
+            page.wait_for_selector(".js-plotly-plot", timeout=120_000)
+        idle(pid)
+        before, cpu = rss_mib(pid), cpu_seconds(pid)
+        start = time.perf_counter()
+        results = asyncio.run(_load(base, count, prompts))
+        wall = time.perf_counter() - start
+        idle(pid)
+        after, cpu = rss_mib(pid), cpu_seconds(pid) - cpu
+    times = sorted(t for t, _, _ in results)
+    print(f"{count} phones at once (public mode, demo model, ~30-token prompts): all drawn in {wall:.1f} s "
+          f"({count / wall:.2f} sessions/s); time to a drawn page median {statistics.median(times):.1f} s, "
+          f"slowest {times[-1]:.1f} s; own prompt shown on {sum(o for _, o, _ in results)}/{count}; "
+          f"pages with an error {sum(e for _, _, e in results)}; server RSS {before:.0f} -> {after:.0f} MiB; "
+          f"server CPU {cpu:.1f} s of the {2 * wall:.0f} core-seconds (the browsers share the 2 cores)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose app.py runs")
-    parser.add_argument("--only", choices=["storm", "memory"])
+    parser.add_argument("--only", choices=["storm", "memory", "load"])
     args = parser.parse_args()
     (args.root / "artifacts").mkdir(exist_ok=True)
     if args.only in (None, "storm"):
         storm(args.root.resolve())
     if args.only in (None, "memory"):
         memory(args.root.resolve())
+    if args.only in (None, "load"):
+        load(args.root.resolve())
 
 
 if __name__ == "__main__":
