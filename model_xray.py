@@ -39,6 +39,38 @@ def run_app(extra: list[str]) -> int:
     return subprocess.call(command, cwd=HERE)
 
 
+def local_address() -> str:
+    """The machine's address on its network (a UDP socket's own end: no packet is sent)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.254.254.254", 1))
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+def room_flags(address: str, port: int) -> list[str]:
+    """What a room needs: every interface, this address as the only Host names, no error details to visitors.
+
+    Naming the address also stops Streamlit from asking an outside service for it at start-up.
+    """
+    hosts = [f"--server.allowedHosts={host}" for host in dict.fromkeys((address, "localhost", "127.0.0.1"))]
+    return ["--server.address=0.0.0.0", f"--server.port={port}", f"--browser.serverAddress={address}",
+            "--client.showErrorDetails=none", "--server.headless=true", *hosts]
+
+
+def run_room(extra: list[str]) -> int:
+    """The page in public mode for a room (``XRAY_PUBLIC=1``), served on this machine's network address."""
+    port = next((int(a.split("=", 1)[1]) for a in extra if a.startswith("--port=")), 8501)
+    extra = [a for a in extra if not a.startswith("--port=")]
+    os.environ["XRAY_PUBLIC"] = os.environ.get("XRAY_PUBLIC") or "1"
+    address = local_address()
+    print(f"Share http://{address}:{port} (or the nginx address of deploy/nginx.conf, which compresses the page)")
+    return run_app([*room_flags(address, port), *extra])
+
+
 def _analysis(args: argparse.Namespace):
     from backend import capture, lens_summary, load_model
 
@@ -78,6 +110,8 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="model-xray", description="Look inside a transformer language model.")
     commands = top.add_subparsers(dest="command", required=True)
     commands.add_parser("app", help="start the page (streamlit run app.py); other options go to streamlit")
+    commands.add_parser("room", help="start the page in public mode for a room: --port=8501, no error details, "
+                                     "this machine's address as the only allowed host")
     for name, default, what in (("report", "report.html", "write one self-contained HTML report"),
                                 ("capture", "run.npz", "save the captured arrays (.npz) and a JSON sidecar")):
         sub = commands.add_parser(name, help=what)
@@ -94,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["app"]:
         return run_app(argv[1:])
+    if argv[:1] == ["room"]:
+        return run_room(argv[1:])
     args = parser().parse_args(argv)
     from backend.errors import XrayError
 

@@ -10,8 +10,9 @@
 - **Many users at once**: public mode, twenty phone-sized browser contexts open their own
   prompts at the same moment. Prints sessions per second, the median time to a drawn page,
   whether every page shows its own prompt, errors, and the server's memory before and after.
+- **Bytes to a phone**: a first visit straight from Streamlit and through ``deploy/nginx.conf``.
 
-    python benchmarks/room.py [--root CHECKOUT] [--only storm|memory|load]
+    python benchmarks/room.py [--root CHECKOUT] [--only storm|memory|load|bytes]
 
 ``--root`` runs another checkout's app (for before/after figures in one sitting).
 """
@@ -178,10 +179,50 @@ def load(root: Path, count: int = 20) -> None:
           f"server CPU {cpu:.1f} s of the {2 * wall:.0f} core-seconds (the browsers share the 2 cores)")
 
 
+def first_visit_bytes(url: str) -> int:
+    """Bytes on the wire (bodies as sent, compressed or not) for a first visit until the page has drawn."""
+    sizes = []
+    with browser_page() as (page, _):
+        page.on("requestfinished", lambda request: sizes.append(request.sizes()["responseBodySize"]))
+        page.goto(url)
+        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=120_000)
+        page.wait_for_timeout(1000)
+    return sum(sizes)
+
+
+def compression(root: Path) -> None:
+    """The room command straight, and behind deploy/nginx.conf (gzip), on the demo model."""
+    import shutil
+    import subprocess
+
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        print("nginx is not installed (apt-get install nginx): compression not measured")
+        return
+    browser.ROOT = root
+    with streamlit_app(env={"XRAY_PUBLIC": "1"}) as base, tempfile.TemporaryDirectory() as tmp:
+        proxy_port = browser.free_port()
+        config = (root / "deploy" / "nginx.conf").read_text().replace(
+            "127.0.0.1:8501", f"127.0.0.1:{port_of(base)}").replace("listen 8080", f"listen 127.0.0.1:{proxy_port}")
+        conf = Path(tmp) / "nginx.conf"
+        conf.write_text(config.replace("/tmp/model-xray-nginx", f"{tmp}/nginx"))
+        subprocess.run([nginx, "-c", str(conf)], check=True)
+        try:
+            link = f"/?prompt={quote('The capital of France is')}"
+            first_visit_bytes(base + link)  # warm up: the model loads
+            direct = first_visit_bytes(base + link)
+            proxied = first_visit_bytes(f"http://127.0.0.1:{proxy_port}{link}")
+        finally:
+            subprocess.run([nginx, "-c", str(conf), "-s", "stop"], check=False)
+    print(f"first visit, page code and run: {direct / 2**20:.1f} MiB straight from Streamlit, "
+          f"{proxied / 2**20:.1f} MiB through deploy/nginx.conf (gzip); for 100 phones "
+          f"{100 * direct / 2**20:.0f} -> {100 * proxied / 2**20:.0f} MiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose app.py runs")
-    parser.add_argument("--only", choices=["storm", "memory", "load"])
+    parser.add_argument("--only", choices=["storm", "memory", "load", "bytes"])
     args = parser.parse_args()
     (args.root / "artifacts").mkdir(exist_ok=True)
     if args.only in (None, "storm"):
@@ -190,6 +231,8 @@ def main() -> None:
         memory(args.root.resolve())
     if args.only in (None, "load"):
         load(args.root.resolve())
+    if args.only in (None, "bytes"):
+        compression(args.root.resolve())
 
 
 if __name__ == "__main__":

@@ -80,3 +80,12 @@ def test_report_opens_offline_and_keeps_the_prompt_as_text(tmp_path):
         assert "<img src=x" in page.inner_text("body")  # shown as text
         assert page.locator("[data-view=next-token-guesses] span[data-value]").count() == 5
     assert [url for url in requests.outside if not url.startswith("file:")] == []
+
+
+def test_the_room_command_sets_what_a_room_needs():
+    flags = model_xray.room_flags("192.0.2.7", 8600)
+    assert "--client.showErrorDetails=none" in flags  # no tracebacks to visitors
+    assert "--browser.serverAddress=192.0.2.7" in flags  # also: no outside call at start-up to find the address
+    assert {f for f in flags if f.startswith("--server.allowedHosts=")} == {
+        "--server.allowedHosts=192.0.2.7", "--server.allowedHosts=localhost", "--server.allowedHosts=127.0.0.1"}
+    assert "--server.address=0.0.0.0" in flags and "--server.port=8600" in flags
