@@ -72,8 +72,8 @@ def plotly_count(at: AppTest) -> int:
 
 
 def unescaped(markdown: str) -> str:
-    """What markdown escaped with ``md_escape`` shows: the characters without their backslashes."""
-    return re.sub(r"\\(.)", r"\1", markdown)
+    """What markdown escaped with ``md_escape`` shows: the characters without their backslashes (and joiners)."""
+    return re.sub(r"\\(.)", r"\1", markdown).replace("\u2060", "")
 
 
 def errors(at: AppTest) -> list[str]:

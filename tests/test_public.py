@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ def assert_no_live_markup(at: AppTest) -> None:
         stripped = text.replace("\\[", "").replace("\\]", "").replace("\\(", "").replace("\\)", "") \
             .replace("\\!", "").replace("\\<", "").replace("\\>", "")
         assert "](" not in stripped and "<img" not in stripped, text
+        assert not re.search(r"(?i)https?\\?:", text), text  # a bare address would become a link (GFM autolink)
 
 
 @pytest.mark.parametrize("payload", PAYLOADS)

@@ -298,3 +298,12 @@ def test_the_neuron_view_opens_with_the_prompts_hardest_firing_neuron():
     sentence = captions.neuron_overview(neurons, ["<s>", " a", " b", " c"])
     assert sentence == ("Of all 15 MLP neurons, neuron 1 of layer 3 fires hardest in this prompt, on '␣c' "
                         "(activation -7.50).")
+
+
+def test_md_escape_leaves_no_bare_address_to_autolink():
+    from views.display import md_escape
+
+    text = md_escape("go to http://127.0.0.1:9/phish or www.example.org or mail me@example.org")
+    shown = text.replace("\\", "")
+    assert not re.search(r"(?i)(https?|ftp):|www\.|\w@\w", shown)  # GFM would link any of these
+    assert shown.replace("\u2060", "") == "go to http://127.0.0.1:9/phish or www.example.org or mail me@example.org"

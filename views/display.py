@@ -104,6 +104,16 @@ def quoted(token: str) -> str:
 MARKDOWN_SPECIALS = "\\`*_{}[]()#+-.!|<>~$:"
 
 
+AUTOLINK = re.compile(r"(?i)https?|ftp|www|mailto|@")  # what GitHub-flavoured markdown turns into a link by itself
+WORD_JOINER = "\u2060"  # invisible; it breaks an address without changing what is read
+
+
 def md_escape(text: str) -> str:
-    """Text that Streamlit's markdown shows literally: no links, emphasis, HTML or directives."""
-    return "".join("\\" + ch if ch in MARKDOWN_SPECIALS else ch for ch in text)
+    """Text that Streamlit's markdown shows literally: no links, emphasis, HTML or directives.
+
+    Escaping brackets stops ``[text](url)`` and ``![](url)``; a bare address would still
+    become a link on its own (GFM autolinks), so a word joiner follows every "http",
+    "www" and "@".
+    """
+    escaped = "".join("\\" + ch if ch in MARKDOWN_SPECIALS else ch for ch in text)
+    return AUTOLINK.sub(lambda match: match.group(0) + WORD_JOINER, escaped)
