@@ -131,7 +131,7 @@ def get_model(source: str | None, device: str, dtype: str) -> LoadedModel:
 @st.cache_resource(show_spinner=False)
 def caches() -> tuple[ByteCache, ByteCache]:
     """The process's two caches, bounded by bytes: analyses, and the small results derived from them."""
-    return ByteCache(RUN_CACHE_BYTES, max_entries=32), ByteCache(DERIVED_CACHE_BYTES, max_entries=2048)
+    return ByteCache(RUN_CACHE_BYTES, max_entries=16), ByteCache(DERIVED_CACHE_BYTES, max_entries=2048)
 
 
 def model_of(run: Run) -> LoadedModel:

@@ -175,3 +175,22 @@ def test_a_lone_surrogate_still_runs_the_prompt(server):
         page.wait_for_function("() => document.querySelector('[data-testid=stText]').innerText"
                                ".includes('<0xEF> | <0xBF> | <0xBD>')", timeout=60_000)
         assert "\ufffd" in page.get_by_role("textbox", name="Prompt").input_value()  # shown as a replacement mark
+
+
+LINK_PAYLOAD = "![x](http://127.0.0.1:9/x.png) [Click here to fix](http://127.0.0.1:9/phish) <img src=x onerror=alert(1)>"
+
+
+def test_a_links_model_and_prompt_create_no_element(server):
+    """Markdown and HTML in a shared link's model and prompt show as text: no image, link or tag."""
+    from urllib.parse import quote
+
+    with browser_page() as (page, requests):
+        dialogs = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(f"{server}/?model={quote(LINK_PAYLOAD)}&prompt={quote(LINK_PAYLOAD)}")
+        page.wait_for_selector("[data-testid=stAlertContentError]", timeout=60_000)
+        page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')")
+        assert page.locator("a[href*='127.0.0.1:9'], img[src*='127.0.0.1:9'], img[src=x]").count() == 0
+        assert "Click here to fix" in page.inner_text("[data-testid=stAlertContentError]")  # named, as text
+        assert not dialogs
+    assert [url for url in requests.outside if "127.0.0.1:9" in url] == [] and requests.outside == []
