@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,8 @@ from backend.capture import Capture
 from backend.loading import LoadedModel
 from backend.readout import readout_tensor
 from backend.tokens import token_strings
+
+FORWARD_AD_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,8 +58,9 @@ def neuron_effect(lm: LoadedModel, cap: Capture, layer: int, neuron: int,
     position = int(np.arange(cap.n_tokens)[position])
     direction = output_direction(lm, layer, neuron).numpy()
     base = np.array(cap.resid[cap.n_layers, position][None])  # (1, d_model), a writable copy
-    _, change = torch.func.jvp(lambda resid: readout_tensor(lm, resid),
-                               (torch.from_numpy(base),), (torch.from_numpy(direction[None]),))
+    with FORWARD_AD_LOCK:  # forward-mode AD levels are process-wide: two threads at once corrupt each other
+        _, change = torch.func.jvp(lambda resid: readout_tensor(lm, resid),
+                                   (torch.from_numpy(base),), (torch.from_numpy(direction[None]),))
     change = change[0].detach().float().cpu()
     top = change.topk(k)
     bottom = (-change).topk(k)

@@ -144,7 +144,10 @@ async def _load(base: str, count: int, prompts: list[str]) -> list[tuple[float, 
             took = time.perf_counter() - start
             shown = (await page.inner_text("[data-testid=stText]")).replace(" | ", "")  # tokens, separators out
             own = prompt.split()[-1] in shown
-            error = await page.locator("[data-testid=stException], [data-testid=stAlertContentError]").count() > 0
+            errors = page.locator("[data-testid=stException], [data-testid=stAlertContentError]")
+            error = await errors.count() > 0
+            if error:
+                print("error on a page:", (await errors.first.inner_text())[:300])
             await context.close()
             return took, own, error
 

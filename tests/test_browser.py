@@ -177,7 +177,8 @@ def test_a_lone_surrogate_still_runs_the_prompt(server):
         assert "\ufffd" in page.get_by_role("textbox", name="Prompt").input_value()  # shown as a replacement mark
 
 
-LINK_PAYLOAD = "![x](http://127.0.0.1:9/x.png) [Click here to fix](http://127.0.0.1:9/phish) <img src=x onerror=alert(1)>"
+LINK_PAYLOAD = ("![x](http://127.0.0.1:9/x.png) [Click here to fix](http://127.0.0.1:9/phish) "
+                "<img src=x onerror=alert(1)>")
 
 
 def test_a_links_model_and_prompt_create_no_element(server):

@@ -86,3 +86,29 @@ def test_output_direction_is_the_weight_column(lm):
     np.testing.assert_allclose(output_direction(lm, layer, neuron).numpy(), want[0].numpy(), atol=1e-6)
     with pytest.raises(IndexError):
         output_direction(lm, layer, lm.info.d_mlp)
+
+
+def test_neuron_effects_from_many_threads_at_once_are_their_solo_results(lm):
+    """Forward-mode AD keeps process-wide state: a page served to a room computes effects concurrently."""
+    import threading
+
+    cap = capture(lm, "one two three four one two three four five")
+    jobs = [(layer, neuron) for layer in range(cap.n_layers) for neuron in range(6)]
+    solo = {job: neuron_effect(lm, cap, *job).promoted_values for job in jobs}
+    results, errors = {}, []
+
+    def work(job):
+        try:
+            results[job] = neuron_effect(lm, cap, *job).promoted_values
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    for _ in range(3):
+        threads = [threading.Thread(target=work, args=(job,)) for job in jobs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        for job in jobs:
+            np.testing.assert_array_equal(results[job], solo[job])
