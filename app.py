@@ -170,10 +170,14 @@ def abandoned(prompt: str):
     return check
 
 
-def analyse(run: Run) -> Analysis:
-    """The only place the model runs for a plain prompt; the run (without edits) is the key."""
+def analyse(run: Run, page_prompt: str | None = None) -> Analysis:
+    """The only place the model runs for a plain prompt; the run (without edits) is the key.
+
+    ``page_prompt`` is what the prompt box held when the work began (default: the run's own
+    prompt); the work stops if the reader types another one meanwhile.
+    """
     run = run.plain()
-    should_stop = abandoned(run.prompt)
+    should_stop = abandoned(run.prompt if page_prompt is None else page_prompt)
 
     def compute() -> Analysis:
         lm = model_of(run)
@@ -414,7 +418,8 @@ def patching_tab(run: Run) -> None:
     clean_prompt, corrupt_prompt = patching.prompts()
     clean, corrupt = run.with_prompt(clean_prompt), run.with_prompt(corrupt_prompt)
     with st.spinner("Running both prompts…"):
-        pair = explained(lambda: (analyse(clean), analyse(corrupt)), "running the two prompts")
+        pair = explained(lambda: (analyse(clean, run.prompt), analyse(corrupt, run.prompt)),
+                         "running the two prompts")
     if pair is None:
         return
     a, b = pair
