@@ -254,6 +254,9 @@ def test_neuron_colours_put_white_at_zero_and_spend_the_scale_on_what_is_there()
     assert (heat.zmin, heat.zmax) == (-1.0, 20.0)  # not -20 to +20
     zero = [point for point in heat.colorscale if point[1] == figures.SIGNED[1][1]][0][0]
     assert zero == pytest.approx(1 / 21)  # white sits at zero
+    assert heat.colorscale[-1][1] == figures.SIGNED[2][1]  # +20, the largest: full orange
+    deepest_blue = heat.colorscale[0][1]  # -1 beside +20: a pale blue, 1/20 of the way from white
+    assert deepest_blue == figures._blend(figures.SIGNED[1][1], figures.SIGNED[0][1], 1 / 20) != figures.SIGNED[0][1]
 
 
 def test_massive_activations_are_remarked():

@@ -199,8 +199,18 @@ def signed_scale(low: float, high: float) -> list[list]:
     wasting half of it on blue.
     """
     zero = -low / (high - low)
-    scale = [[0.0, SIGNED[0][1] if zero > 0 else SIGNED[1][1]], [zero, SIGNED[1][1]], [1.0, SIGNED[2][1]]]
+    reach = max(-low, high)  # each side's end colour as deep as its value: -1 beside +20 stays pale
+    blue = _blend(SIGNED[1][1], SIGNED[0][1], -low / reach)
+    orange = _blend(SIGNED[1][1], SIGNED[2][1], high / reach)
+    scale = [[0.0, blue if zero > 0 else SIGNED[1][1]], [zero, SIGNED[1][1]], [1.0, orange]]
     return [point for i, point in enumerate(scale) if i == 0 or point[0] > scale[i - 1][0]]
+
+
+def _blend(start: str, end: str, share: float) -> str:
+    """The colour ``share`` of the way from ``start`` to ``end`` (hex colours)."""
+    a = [int(start[i:i + 2], 16) for i in (1, 3, 5)]
+    b = [int(end[i:i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(x + (y - x) * share):02x}" for x, y in zip(a, b, strict=True))
 
 
 def bars(labels: list[str], values: np.ndarray, title: str, x_title: str) -> go.Figure:
