@@ -7,7 +7,7 @@ import streamlit as st
 
 from backend.patching import PatchingSweep
 from views import captions, figures
-from views.display import label, layer_label, position_labels, quoted
+from views.display import label, layer_label, md_escape, position_labels, quoted
 from views.intro import intro
 
 EXPLAIN = """
@@ -67,8 +67,9 @@ def render(sweep: PatchingSweep) -> None:
     merged = [quoted(c) if c == r else f"{quoted(c)}/{quoted(r)}"
               for c, r in zip(sweep.clean_tokens, sweep.corrupt_tokens, strict=True)]
     intro(captions.patching_sentence(sweep.resid, sweep.attn, sweep.mlp, sweep.heads, merged), EXPLAIN, CAVEAT)
-    st.caption(f"Margin {quoted(sweep.answer)} over {quoted(sweep.foil)}: {sweep.clean_diff:+.2f} in the clean run, "
-               f"{sweep.corrupt_diff:+.2f} in the corrupt run (logit differences at the last position).")
+    st.caption(md_escape(f"Margin {quoted(sweep.answer)} over {quoted(sweep.foil)}: {sweep.clean_diff:+.2f} in the "
+                         f"clean run, {sweep.corrupt_diff:+.2f} in the corrupt run (logit differences at the last "
+                         "position)."))
     if np.isnan(sweep.resid).all():
         st.info("Both prompts give the same margin between these two answers: pick another answer or foil.")
         return

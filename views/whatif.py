@@ -8,7 +8,7 @@ from backend.edits import PromptSteering
 from backend.run import MAX_LINK_EDITS
 from backend.whatif import EditEffect
 from views import captions, coloured, figures
-from views.display import layer_label
+from views.display import layer_label, md_escape
 from views.intro import intro
 
 EXPLAIN = """
@@ -88,8 +88,8 @@ def _edit_list() -> None:
     st.markdown("##### Changes in force")
     row = st.container(horizontal=True)
     for i, edit in enumerate(edits):
-        row.button(f"✕ {captions.edit_label(edit)}", key=f"remove_edit_{i}", on_click=remove_edit, args=(edit,),
-                   help="Undo this change.")
+        row.button(f"✕ {md_escape(captions.edit_label(edit))}", key=f"remove_edit_{i}", on_click=remove_edit,
+                   args=(edit,), help="Undo this change.")
     if len(edits) > 1:
         row.button("Undo all", key="remove_all_edits", on_click=clear_edits)
 
