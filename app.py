@@ -406,9 +406,7 @@ def rate_limited(run: Run) -> bool:
 def what_if_banner(run: Run, effect: EditEffect) -> None:
     """Above the views, while changes are in force: what they do to the answer."""
     labels = [captions.edit_label(e) for e in run.edits]
-    sentence = captions.what_if_sentence(labels, effect.answer, float(effect.answer_before[-1]),
-                                         float(effect.answer_after[-1]), effect.after_tokens[0],
-                                         float(effect.after_probs[0]))
+    sentence = captions.edit_effect_sentence(labels, effect)
     st.info(f"**What if:** {md_escape(sentence)} The views below show the model as it is; the What if tab "
             "compares the two and lists the changes.")
 

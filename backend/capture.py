@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from backend.buffers import POOL
-from backend.edits import Edit, check_edits, edit_hooks, resolve_edits
+from backend.edits import Edit, check_edits, edit_hooks, first, hidden_of, resolve_edits
 from backend.errors import Cancelled, CaptureTooLarge, EmptyPrompt, PromptTooLong, UnsupportedModel
 from backend.hooks import eager_attention, registered
 from backend.loading import LoadedModel
@@ -103,10 +103,6 @@ def _rows(tensor: torch.Tensor, n: int, what: str) -> torch.Tensor:
     return flat
 
 
-def _first(output: object) -> torch.Tensor:
-    return output[0] if isinstance(output, (tuple, list)) else output
-
-
 class _Buffers:
     """The capture's float32 arrays, allocated once; hooks copy each activation straight in.
 
@@ -156,12 +152,11 @@ def _hook_adders(lm: LoadedModel, buffers: _Buffers) -> list:
     anatomy = lm.anatomy
 
     def save_embed(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        hidden = args[0] if args else kwargs["hidden_states"]
-        buffers.save("resid", 0, hidden, "the input of block 0")
+        buffers.save("resid", 0, hidden_of(args, kwargs), "the input of block 0")
 
     def save_block(i: int):
         def hook(module: nn.Module, args: tuple, output: object) -> None:
-            buffers.save("resid", i + 1, _first(output), f"the output of block {i}")
+            buffers.save("resid", i + 1, first(output), f"the output of block {i}")
         return hook
 
     def save_neurons(i: int):

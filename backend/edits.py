@@ -214,8 +214,23 @@ def _check_source(info: ModelInfo, source: Capture, n_tokens: int) -> None:
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _hidden_of(args: tuple, kwargs: dict) -> torch.Tensor:
+def hidden_of(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The hidden state a decoder block receives, positionally or as ``hidden_states``."""
     return args[0] if args else kwargs["hidden_states"]
+
+
+def first(output: object) -> torch.Tensor:
+    """The hidden state in a module's output (a tensor, or the first item of a tuple)."""
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def output_hook(transform: Transform):
+    """A forward hook that replaces a module's hidden-state output by ``transform(output)``."""
+    def hook(module: nn.Module, args: tuple, output: object) -> object:
+        if isinstance(output, (tuple, list)):
+            return (transform(output[0]), *output[1:])
+        return transform(output)
+    return hook
 
 
 def _with_hidden(args: tuple, kwargs: dict, hidden: torch.Tensor) -> tuple[tuple, dict]:
@@ -233,14 +248,9 @@ def resid_hook_adder(lm: LoadedModel, layer: int, transform: Transform) -> HookA
     blocks = lm.anatomy.layers
     if layer == 0:
         def pre(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-            return _with_hidden(args, kwargs, transform(_hidden_of(args, kwargs)))
+            return _with_hidden(args, kwargs, transform(hidden_of(args, kwargs)))
         return partial(blocks[0].register_forward_pre_hook, pre, with_kwargs=True)
-
-    def post(module: nn.Module, args: tuple, output: object) -> object:
-        if isinstance(output, (tuple, list)):
-            return (transform(output[0]), *output[1:])
-        return transform(output)
-    return partial(blocks[layer - 1].register_forward_hook, post)
+    return partial(blocks[layer - 1].register_forward_hook, output_hook(transform))
 
 
 def input_hook_adder(module: nn.Module, transform: Transform) -> HookAdder:

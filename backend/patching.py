@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from backend.capture import DEFAULT_MAX_TOKENS, tokenize
-from backend.edits import head_slice, input_hook_adder, resid_hook_adder
+from backend.edits import first, head_slice, hidden_of, input_hook_adder, output_hook, resid_hook_adder
 from backend.errors import UnsupportedModel, XrayError
 from backend.hooks import HookAdder, registered
 from backend.loading import LoadedModel
@@ -93,10 +93,6 @@ def _flat(x: torch.Tensor, rows: int) -> torch.Tensor:
     return x.reshape(rows, -1, x.shape[-1])
 
 
-def _first(output: object) -> torch.Tensor:
-    return output[0] if isinstance(output, (tuple, list)) else output
-
-
 def _readout_diff(lm: LoadedModel, last: torch.Tensor, answer_id: int, foil_id: int) -> torch.Tensor:
     """logit(answer) - logit(foil) for residual rows (rows, d_model) of the last position."""
     logits = readout_tensor(lm, last)
@@ -116,18 +112,18 @@ def _record(lm: LoadedModel, ids: list[int], answer_id: int, foil_id: int) -> _S
 
     def keep_output(name: str, i: int):
         def hook(module: nn.Module, args: tuple, output: object) -> None:
-            saved[name][i] = _first(output).detach().reshape(-1, _first(output).shape[-1]).clone()
+            saved[name][i] = first(output).detach().reshape(-1, first(output).shape[-1]).clone()
         return hook
 
     def keep_block(i: int):
         def hook(module: nn.Module, args: tuple, output: object) -> None:
-            hidden = _first(output).detach().clone()  # later ops of some families work in place
+            hidden = first(output).detach().clone()  # later ops of some families work in place
             saved["block_out"][i] = (hidden, *output[1:]) if isinstance(output, (tuple, list)) else hidden
             resid[i + 1] = hidden[0]
         return hook
 
     def keep_embed(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        resid[0] = (args[0] if args else kwargs["hidden_states"]).detach()[0]
+        resid[0] = hidden_of(args, kwargs).detach()[0]
 
     adders: list[HookAdder] = [partial(anatomy.layers[0].register_forward_pre_hook, keep_embed, with_kwargs=True)]
     for i, block in enumerate(anatomy.layers):
@@ -156,7 +152,7 @@ def _replayed(blocks: tuple[nn.Module, ...], outputs: list[object], rows: int) -
 
     def replay(output: object, *args: object, **kwargs: object) -> object:
         if isinstance(output, (tuple, list)):
-            return (_first(output).expand(rows, *_first(output).shape[1:]), *output[1:])
+            return (first(output).expand(rows, *first(output).shape[1:]), *output[1:])
         return output.expand(rows, *output.shape[1:])
 
     try:
@@ -215,7 +211,7 @@ class _Sweeper:
         last: list[torch.Tensor] = []
 
         def stop(module: nn.Module, args: tuple, output: object) -> None:
-            last.append(_first(output)[:, -1])
+            last.append(first(output)[:, -1])
             raise _Stop
 
         input_ids = torch.tensor([self.ids] * rows, device=self.lm.input_device)
@@ -252,27 +248,19 @@ class _Sweeper:
         if kind == "resid":
             return resid_hook_adder(self.lm, layer, _positions_patch(clean.resid[layer], cells)), layer
         if kind == "mlp":
-            adder = partial(anatomy.mlp_out[layer].register_forward_hook, _output_hook(
+            adder = partial(anatomy.mlp_out[layer].register_forward_hook, output_hook(
                 _positions_patch(clean.mlp[layer], cells)))
             return adder, layer
         module = anatomy.attn_out[layer]
         if module is None:
             return None, layer
         if kind == "attn":
-            patch = _output_hook(_positions_patch(clean.attn[layer], cells))
+            patch = output_hook(_positions_patch(clean.attn[layer], cells))
             return partial(module.register_forward_hook, patch), layer
         masks = torch.zeros(len(cells), clean.heads[layer].shape[-1], dtype=torch.bool)
         for row, head in enumerate(cells.tolist()):
             masks[row, head_slice(self.lm, layer, head)] = True
         return input_hook_adder(module, _heads_patch(clean.heads[layer], masks)), layer
-
-
-def _output_hook(transform: Transform):
-    def hook(module: nn.Module, args: tuple, output: object) -> object:
-        if isinstance(output, (tuple, list)):
-            return (transform(output[0]), *output[1:])
-        return transform(output)
-    return hook
 
 
 def patching_sweep(lm: LoadedModel, clean_prompt: str, corrupt_prompt: str, answer_id: int, foil_id: int, *,

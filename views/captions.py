@@ -219,3 +219,9 @@ def massive_note(acts: np.ndarray, tokens: list[str]) -> str | None:
     return (f"A few activations here are far larger than the rest: {count} neuron{'s' if count > 1 else ''} "
             f"above {MASSIVE:g}, up to {float(acts[position, neuron]):+.1f} on {quoted(tokens[position])}. Language "
             "models have a few such massive activations; they set the colour scale, so hover a cell for its value.")
+
+
+def edit_effect_sentence(labels: list[str], effect) -> str:
+    """``what_if_sentence`` for a ``backend.whatif.EditEffect``: the answer at the last layer, before and after."""
+    return what_if_sentence(labels, effect.answer, float(effect.answer_before[-1]), float(effect.answer_after[-1]),
+                            effect.after_tokens[0], float(effect.after_probs[0]))

@@ -56,12 +56,7 @@ def clear_edits() -> None:
 def render(effect: EditEffect | None, n_layers: int, run: str) -> None:
     """Draw the view: the active edits, their effect on the answer, and the steering form."""
     labels = [captions.edit_label(e) for e in active_edits()]
-    sentence = None
-    if effect is not None:
-        sentence = captions.what_if_sentence(labels, effect.answer, float(effect.answer_before[-1]),
-                                             float(effect.answer_after[-1]), effect.after_tokens[0],
-                                             float(effect.after_probs[0]))
-    intro(sentence, EXPLAIN, CAVEAT)
+    intro(None if effect is None else captions.edit_effect_sentence(labels, effect), EXPLAIN, CAVEAT)
     _edit_list()
     if effect is not None:
         _before_after(effect)
