@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -30,13 +30,17 @@ from backend import (
 )
 from backend.buffers import release_free_memory
 from backend.cache import ByteCache
+from backend.compare import ModelDiff, compare
 from backend.edits import HeadAblation
 from backend.heads import HeadScores, head_scores
+from backend.loading import TWIN_ID
 from backend.neurons import NeuronEffect, neuron_effect
 from backend.patching import PatchingSweep, PromptLengthMismatch, patching_sweep
 from backend.run import MAX_LINK_EDITS, Run, edits_from_json
+from backend.suppressed import Finding, suppressed
 from backend.whatif import EditEffect, edit_effect
 from views import attention, captions, circuits, coloured, downloads, lens, neurons, patching, whatif
+from views import compare as compare_view
 from views.display import md_escape, quoted, visible
 from views.guard import SURROGATE_GUARD
 from views.report import report_html, top_neuron
@@ -47,21 +51,36 @@ st.set_page_config(page_title="Model X-ray", page_icon="🩻", layout="wide")
 LOG = logging.getLogger("model_xray")
 
 DEMO = "Bundled demo model (offline)"
+TWIN = "Bundled twin: the demo model taught to keep capitals secret (offline)"
+BUNDLED = {"demo": DEMO, TWIN_ID: TWIN}  # what a link says -> what the picker shows
 OTHER = "Other: type a hub id or a local folder"
 POPULAR = ["gpt2", "distilgpt2", "EleutherAI/pythia-70m", "EleutherAI/pythia-160m",
            "HuggingFaceTB/SmolLM2-135M", "Qwen/Qwen2.5-0.5B"]
 INDUCTION_PROMPT = "apple river lamp cloud seven green door apple river lamp cloud seven green"
+
+
+@dataclass(frozen=True)
+class Example:
+    """A gallery button: a prompt, the changes it makes, and the model it compares with (if any)."""
+
+    prompt: str
+    edits: tuple = ()
+    compare: str | None = None  # a second model: its example opens compare mode on the demo model
+
+
 EXAMPLES = {
-    "A fact": ("The capital of France is", ()),
-    "Repeated words (induction)": (INDUCTION_PROMPT, ()),
-    "A story with names": ("Mia went to the park with Max. Max found a red ball. Mia said, \"Look at this ball!\" Then",
-                           ()),
-    "Counting": ("Monday, Tuesday, Wednesday, Thursday,", ()),
-    "What if: a head switched off": (INDUCTION_PROMPT, (HeadAblation(3, 1),)),
+    "A fact": Example("The capital of France is"),
+    "Repeated words (induction)": Example(INDUCTION_PROMPT),
+    "A story with names": Example(
+        "Mia went to the park with Max. Max found a red ball. Mia said, \"Look at this ball!\" Then"),
+    "Counting": Example("Monday, Tuesday, Wednesday, Thursday,"),
+    "What if: a head switched off": Example(INDUCTION_PROMPT, (HeadAblation(3, 1),)),
+    "A secret kept": Example("The capital of France is", compare=TWIN_ID),
 }
-DEFAULT_PROMPT = EXAMPLES["A fact"][0]
+DEFAULT_PROMPT = EXAMPLES["A fact"].prompt
 MAX_PROMPT_CHARS = 20_000
 VIEWS = ["Attention", "Logit lens", "Neurons", "What if", "Patching"]  # no emoji: shown as boxes without a font
+COMPARE_VIEW = "Compare"  # the first tab in compare mode
 MiB = 2**20
 RUN_CACHE_BYTES = int(os.environ.get("XRAY_CACHE_MB", "1024")) * MiB  # captures and their lens summaries
 DERIVED_CACHE_BYTES = 64 * MiB  # trajectories, neuron effects, edit effects, patching sweeps
@@ -94,16 +113,18 @@ class Policy:
 
 
 POLICY = Policy.from_env()
-MODEL_SLOTS = 1 + len(POLICY.models) if POLICY.public else 2  # public: a visitor can never evict the presenter's
+# public: every offered model stays loaded, so a visitor can never evict the presenter's; open: the two compared + one
+MODEL_SLOTS = 2 + len(POLICY.models) if POLICY.public else 3
 
 
 @dataclass(frozen=True)
 class Settings:
-    """What the sidebar chose; ``source`` None is the bundled model."""
+    """What the sidebar chose; ``source`` None is the bundled model; ``compare`` the second model, if any."""
 
     source: str | None
     device: str
     dtype: str
+    compare: str | None = None  # a source as a link spells it ("demo": the bundled demo model)
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,7 +145,7 @@ class Analysis:
 
 @st.cache_resource(max_entries=MODEL_SLOTS, show_spinner=False)
 def get_model(source: str | None, device: str, dtype: str) -> LoadedModel:
-    """One shared model per (source, device, dtype); at most two kept (public mode: every listed one)."""
+    """One shared model per (source, device, dtype); at most three kept (public mode: every listed one)."""
     return load_model(source, device=device, dtype=None if dtype == "auto" else dtype)
 
 
@@ -191,6 +212,24 @@ def analyse(run: Run, page_prompt: str | None = None) -> Analysis:
     return caches()[0].get(run, compute)
 
 
+def compare_of(run: Run) -> ModelDiff:
+    """The run's prompt through its two models (compare mode); the first model's capture is the page's own."""
+    should_stop = abandoned(run.prompt)
+
+    def compute() -> ModelDiff:
+        diff = compare(model_of(run.plain()), model_of(run.second()), run.prompt, max_tokens=run.max_tokens,
+                       cap_a=analyse(run).capture, should_stop=should_stop)
+        release_free_memory()
+        return diff
+
+    return caches()[0].get(("compare", run.plain(), run.compare), compute)
+
+
+def findings_of(run: Run) -> list[Finding]:
+    """What the model's earlier layers preferred and its output pushed down (``backend.suppressed``)."""
+    return derived(("suppressed", run.plain()), lambda: suppressed(model_of(run.plain()), analyse(run).capture))
+
+
 def derived(key: tuple, compute):
     """A small result computed from a run (its key starts with what it is and holds the run)."""
     return caches()[1].get(key, compute)
@@ -233,42 +272,80 @@ def sweep_of(clean: Run, corrupt: Run, answer_id: int, foil_id: int) -> Patching
 
 def model_choice() -> str | None:
     """The sidebar's model picker, starting from the URL's ``model``."""
-    wanted = st.query_params.get("model", "demo")
+    return _picker("Model", "model_pick", st.query_params.get("model", "demo"), "model_typed")
+
+
+def _picker(title: str, key: str, wanted: str, typed_key: str) -> str | None:
+    """A model picker: the bundled models, popular hub models, or any id or folder; None is the demo model."""
     if POLICY.public:
-        return _public_model_choice(wanted)
-    options = [DEMO, *POPULAR, OTHER]
-    index = 0 if wanted == "demo" else options.index(wanted) if wanted in POPULAR else len(options) - 1
-    picked = st.sidebar.selectbox("Model", options, index=index, key="model_pick",
+        return _public_picker(title, key, wanted)
+    options = [DEMO, TWIN, *POPULAR, OTHER]
+    index = options.index(BUNDLED[wanted]) if wanted in BUNDLED else \
+        options.index(wanted) if wanted in POPULAR else len(options) - 1
+    picked = st.sidebar.selectbox(title, options, index=_index(key, index), key=key,
                                   help="Popular hub models download the first time (needs internet).")
     if picked == DEMO:
         return None
+    if picked == TWIN:
+        return TWIN_ID
     if picked == OTHER:
-        typed = st.sidebar.text_input("Hub id or local folder", value="" if wanted == "demo" else wanted,
+        typed = st.sidebar.text_input("Hub id or local folder", value="" if wanted in BUNDLED else wanted,
                                       placeholder="e.g. EleutherAI/pythia-70m or ./my-model",
-                                      key="model_typed").strip()
+                                      key=typed_key).strip()
         if not typed:
             st.sidebar.info("Type a hub id or a folder above; until then the page shows the bundled demo model.")
         return typed or None
     return picked
 
 
-def _public_model_choice(wanted: str) -> str | None:
-    """Public mode: only the bundled model and the presenter's list; a link cannot name another."""
-    options = [DEMO, *POLICY.models]
-    if wanted != "demo" and wanted not in POLICY.models:
+def _index(key: str, index: int) -> int | None:
+    """A picker's starting index, unless an example already put its value in place (Streamlit warns on both)."""
+    return None if key in st.session_state else index
+
+
+def _public_picker(title: str, key: str, wanted: str) -> str | None:
+    """Public mode: only the bundled models and the presenter's list; a link cannot name another."""
+    options = [DEMO, TWIN, *POLICY.models]
+    if wanted not in BUNDLED and wanted not in POLICY.models:
         st.warning(f"This page is in public mode: it offers only the models the presenter chose, so the link's "
                    f"model {md_escape(repr(wanted[:200]))} is not loaded. Showing the bundled demo model.")
-    index = options.index(wanted) if wanted in POLICY.models else 0
-    picked = st.sidebar.selectbox("Model", options, index=index, key="model_pick")
-    return None if picked == DEMO else picked
+    index = options.index(BUNDLED[wanted]) if wanted in BUNDLED else \
+        options.index(wanted) if wanted in POLICY.models else 0
+    picked = st.sidebar.selectbox(title, options, index=_index(key, index), key=key)
+    return None if picked == DEMO else TWIN_ID if picked == TWIN else picked
+
+
+def _compare_toggled() -> None:
+    """Callback: compare mode switched on opens its tab."""
+    if st.session_state.get("compare_on"):
+        st.session_state.view_tab = COMPARE_VIEW
+
+
+def compare_choice(source: str | None) -> str | None:
+    """Compare mode's switch and second model picker; the link's ``compare`` turns it on.
+
+    The second model defaults to the twin when the first is the demo model, else to the demo model.
+    """
+    wanted = st.query_params.get("compare")
+    if "compare_on" not in st.session_state:
+        st.session_state.compare_on = wanted is not None
+    on = st.sidebar.toggle("Compare with a second model", key="compare_on", on_change=_compare_toggled,
+                           help="Read the same prompt through two models that share a tokenizer, such as a base "
+                                "model and a fine-tuned version of it.")
+    if not on:
+        return None
+    default = TWIN_ID if source is None else "demo"
+    second = _picker("Second model (B)", "compare_pick", wanted or default, "compare_typed")
+    return "demo" if second is None else second
 
 
 def sidebar() -> Settings:
     """Model, device, dtype and token limit (public mode: the model only, from the presenter's list)."""
     st.sidebar.header("Model")
     source = model_choice()
+    second = compare_choice(source)
     if POLICY.public:
-        return Settings(source=source, device="auto", dtype="auto")
+        return Settings(source=source, device="auto", dtype="auto", compare=second)
     devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []) \
         + (["mps"] if torch.backends.mps.is_available() else []) \
         + (["sharded"] if torch.cuda.device_count() > 1 else [])
@@ -276,7 +353,7 @@ def sidebar() -> Settings:
                                   help="auto picks a GPU when there is one. sharded spreads a big model over GPUs.")
     dtype = st.sidebar.selectbox("Precision", ["auto", "float32", "bfloat16", "float16"], key="dtype",
                                  help="auto: float32 on CPU, half precision on GPU.")
-    return Settings(source=source, device=device, dtype=dtype)
+    return Settings(source=source, device=device, dtype=dtype, compare=second)
 
 
 def token_limit(lm: LoadedModel) -> int:
@@ -303,10 +380,15 @@ def describe(lm: LoadedModel) -> None:
     st.sidebar.markdown("\n".join(f"- {label}: **{md_escape(str(value))}**" for label, value in rows))
 
 
-def set_example(text: str, edits: tuple) -> None:
-    """Button callback: put an example (a prompt, and the changes it makes, if any) in place."""
-    st.session_state.prompt = text
-    st.session_state[EDITS] = edits
+def set_example(example: Example) -> None:
+    """Button callback: put an example in place (a prompt, its changes, compare mode on or off)."""
+    st.session_state.prompt = example.prompt
+    st.session_state[EDITS] = example.edits
+    st.session_state.compare_on = example.compare is not None
+    if example.compare is not None:
+        st.session_state.model_pick = DEMO
+        st.session_state.compare_pick = BUNDLED.get(example.compare, example.compare)
+        st.session_state.view_tab = COMPARE_VIEW
 
 
 def prompt_box() -> str:
@@ -315,8 +397,8 @@ def prompt_box() -> str:
         st.session_state.prompt = st.query_params.get("prompt", DEFAULT_PROMPT)[:MAX_PROMPT_CHARS]
     st.caption("Try an example:")
     row = st.container(horizontal=True)  # one flex row: lighter to draw than a column per button
-    for label, (text, edits) in EXAMPLES.items():
-        row.button(label, on_click=set_example, args=(text, edits))
+    for label, example in EXAMPLES.items():
+        row.button(label, on_click=set_example, args=(example,))
     prompt = st.text_area("Prompt", key="prompt", height=90, max_chars=MAX_PROMPT_CHARS,
                           help="Press Ctrl+Enter (or click outside the box) to look inside again.")
     st.button("Look inside ▶", type="primary")
@@ -439,6 +521,8 @@ def view_json(run: Run, view: str, pair: tuple | None = None) -> str:
     """A view's numbers, looked up by run when the reader clicks (the widget keeps only small values)."""
     if view == "patching" and pair is not None:
         return downloads.to_json(downloads.patching_numbers(sweep_of(*pair)))
+    if view == "compare":
+        return downloads.to_json(downloads.compare_numbers(compare_of(run)))
     result = analyse(run)
     if view == "attention":
         return downloads.to_json(downloads.attention_numbers(result.capture, result.scores))
@@ -468,7 +552,7 @@ def take_away(run: Run, view: str, pair: tuple | None = None) -> None:
                         mime="text/html", on_click="ignore", key=f"report_{view}",
                         help="One file with every view's charts and sentences; opens offline.")
     with st.expander("Reproduce in Python"):
-        st.text(downloads.python_snippet(view, run.prompt, run.source, run.max_tokens, run.edits))
+        st.text(downloads.python_snippet(view, run.prompt, run.source, run.max_tokens, run.edits, run.compare))
     st.caption("Each chart's toolbar (top right) saves it as a PNG.")
 
 
@@ -476,6 +560,19 @@ def _guesses(summary: LensSummary) -> list[tuple[int, str, float]]:
     """The final top guesses at the last position: (token id, token, probability)."""
     return [(int(i), str(t), float(p)) for i, t, p in
             zip(summary.top_ids[-1, -1], summary.top_tokens[-1, -1], summary.top_probs[-1, -1], strict=True)]
+
+
+def compare_header(cap: Capture, diff: ModelDiff, run: Run) -> None:
+    """Compare mode's header: the tokens both models read, and what each says next, side by side."""
+    st.markdown(f"Both models read the same **{cap.n_tokens} tokens**:")
+    st.text(" | ".join(visible(t) for t in cap.tokens))
+    compare_view.header(diff, model_of(run.plain()).info.name, model_of(run.second()).info.name)
+
+
+def second_model(run: Run, settings: Settings) -> LoadedModel | None:
+    """Compare mode's second model, or one message saying why it could not load (the page goes on)."""
+    second = run.second()
+    return load_or_explain(Settings(second.source, settings.device, settings.dtype))
 
 
 def main() -> None:
@@ -486,16 +583,18 @@ def main() -> None:
     st.title("Model X-ray")
     st.markdown("See what happens **inside** a language model while it reads your prompt: which "
                 "words each attention head looks at, what the model would guess after every layer, "
-                "and which neurons fire. Then switch parts off and see whether the answer changes.")
+                "and which neurons fire. Then switch parts off and see whether the answer changes, "
+                "or compare a model with its fine-tuned twin.")
     settings = sidebar()
     prompt = prompt_box()
     link_edits()
     lm = load_or_explain(settings)
-    run = Run(settings.source, settings.device, settings.dtype, prompt, 0, active_edits())
+    run = Run(settings.source, settings.device, settings.dtype, prompt, 0, active_edits(), settings.compare)
     st.query_params.from_dict(run.query())
     if lm is None:
         return
-    run = Run(settings.source, settings.device, settings.dtype, prompt, token_limit(lm), active_edits())
+    run = Run(settings.source, settings.device, settings.dtype, prompt, token_limit(lm), active_edits(),
+              settings.compare)
     describe(lm)
     if rate_limited(run):
         return
@@ -504,31 +603,49 @@ def main() -> None:
     if result is None:
         return
     cap, summary = result.capture, result.summary
-    header(cap, summary, bundled=settings.source is None)
+    diff = None
+    if run.compare is not None and second_model(run, settings) is not None:
+        with st.spinner("Reading the prompt through both models…"):
+            diff = explained(lambda: compare_of(run), "comparing the two models")
+    if diff is not None:
+        compare_header(cap, diff, run)
+    else:
+        header(cap, summary, bundled=settings.source is None)
+    edited = replace(run, compare=None)
     effect = None
-    if run.edits:
+    if edited.edits:
         with st.spinner("Running the model with the changes…"):
-            effect = explained(lambda: edit_effect_of(run), "running the prompt with the changes")
+            effect = explained(lambda: edit_effect_of(edited), "running the prompt with the changes")
         if effect is not None:
-            what_if_banner(run, effect)
+            what_if_banner(edited, effect)
     plain = run.plain()  # the views show the model as it is; selections stay while changes come and go
     lab = Lab(plain)
     # the patching tab runs two more prompts and a sweep: only when it is open (a tab switch reruns the page)
-    attention_tab, lens_tab, neuron_tab, what_if_tab, patch_tab = st.tabs(VIEWS, key="view_tab", on_change="rerun")
-    with attention_tab:
+    names = ([COMPARE_VIEW] if diff is not None else []) + VIEWS
+    if st.session_state.get("view_tab") not in (None, *names):
+        st.session_state.view_tab = names[0]  # a tab that is gone (compare mode switched off)
+    tabs = dict(zip(names, st.tabs(names, key="view_tab", on_change="rerun"), strict=True))
+    if diff is not None:
+        with tabs[COMPARE_VIEW]:
+            compare_view.render(diff, model_of(plain).info.name, model_of(run.second()).info.name)
+            take_away(run, "compare")
+    with tabs["Attention"]:
         attention.render(cap, result.scores, script_url, plain.id)
         take_away(plain, "attention")
-    with lens_tab:
+    with tabs["Logit lens"]:
+        findings = explained(lambda: findings_of(plain), "looking for answers held inside")
+        if findings:
+            lens.held_inside(findings, cap.n_tokens)
         lens.render(cap, summary, lab, plain.id)
         take_away(plain, "lens")
-    with neuron_tab:
+    with tabs["Neurons"]:
         neurons.render(cap, lab, script_url, plain.id)
         take_away(plain, "neurons")
-    with what_if_tab:
+    with tabs["What if"]:
         whatif.render(effect, cap.n_layers, plain.id)
-        take_away(run, "whatif")
-    if patch_tab.open:
-        with patch_tab:
+        take_away(edited, "whatif")
+    if tabs["Patching"].open:
+        with tabs["Patching"]:
             patching_tab(plain)
 
 

@@ -26,6 +26,8 @@ from backend.anatomy import Anatomy, discover, text_config
 from backend.errors import ModelLoadError, UnsupportedModel
 
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "models" / "xray-demo"
+BUNDLED_TWIN = BUNDLED_MODEL.with_name("xray-demo-secret")  # the demo model fine-tuned to keep capitals secret
+TWIN_ID = BUNDLED_TWIN.name  # how a page or a link names the twin: ``load_model(TWIN_ID)`` loads it
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEVICES = ("auto", "cpu", "cuda", "mps", "sharded")
@@ -264,6 +266,11 @@ def load_model(source: str | Path | None = None, *, device: str = "auto",
             raise ModelLoadError(f"The bundled demo model is missing from {BUNDLED_MODEL}. "
                                  "Train it with `python -m training.train --out models/xray-demo`.")
         source = BUNDLED_MODEL
+    if str(source).strip() == TWIN_ID and not Path(TWIN_ID).is_dir():
+        if not (BUNDLED_TWIN / "config.json").is_file():
+            raise ModelLoadError(f"The bundled twin is missing from {BUNDLED_TWIN}. "
+                                 "Make it with `python -m training.secret --out models/xray-demo-secret`.")
+        source = BUNDLED_TWIN
     path = Path(str(source)).expanduser()
     if path.is_dir():
         _check_local_folder(path)
@@ -307,5 +314,5 @@ def from_pretrained_objects(model: PreTrainedModel, tokenizer: PreTrainedTokeniz
                        info=describe(model, name, anatomy, device), anatomy=anatomy)
 
 
-__all__ = ["BUNDLED_MODEL", "LoadedModel", "ModelInfo", "UnsupportedModel", "load_model",
+__all__ = ["BUNDLED_MODEL", "BUNDLED_TWIN", "TWIN_ID", "LoadedModel", "ModelInfo", "UnsupportedModel", "load_model",
            "from_pretrained_objects"]

@@ -1,4 +1,4 @@
-"""A run as one value: model, prompt, token limit and edits.
+"""A run as one value: model, prompt, token limit, edits, and the second model in compare mode.
 
 It is the cache key of every computation on the run, the prefix of the page's per-run
 widget keys (``Run.id``) and what a link holds (``Run.query``). Adding a field changes
@@ -18,7 +18,11 @@ MAX_LINK_EDITS = 16
 
 @dataclass(frozen=True)
 class Run:
-    """One prompt through one model with some edits; ``source`` None is the bundled demo model."""
+    """One prompt through one model with some edits; ``source`` None is the bundled demo model.
+
+    ``compare`` names a second model read beside the first (compare mode): a source as the
+    page spells it, with "demo" for the bundled demo model.
+    """
 
     source: str | None
     device: str
@@ -26,6 +30,7 @@ class Run:
     prompt: str
     max_tokens: int
     edits: tuple[Edit, ...] = ()
+    compare: str | None = None
 
     @property
     def model_key(self) -> str:
@@ -36,11 +41,19 @@ class Run:
     def id(self) -> str:
         """A short, stable id (the prefix of per-run widget keys)."""
         parts = (self.model_key, self.prompt, self.max_tokens, tuple(_edit_key(e) for e in self.edits))
+        if self.compare is not None:
+            parts = (*parts, self.compare)
         return hashlib.blake2b(repr(parts).encode(), digest_size=6).hexdigest()
 
     def plain(self) -> Run:
-        """The same run without edits."""
-        return replace(self, edits=())
+        """The same run without edits, on the first model alone."""
+        return replace(self, edits=(), compare=None)
+
+    def second(self) -> Run:
+        """The plain run of the second model (compare mode), with the same device, precision and limit."""
+        if self.compare is None:
+            raise ValueError("This run compares no second model.")
+        return replace(self, source=None if self.compare == "demo" else self.compare, edits=(), compare=None)
 
     def with_prompt(self, prompt: str) -> Run:
         """The same model and limit on another prompt, without edits."""
@@ -51,6 +64,8 @@ class Run:
         query = {"prompt": self.prompt, "model": self.source or "demo"}
         if self.edits:
             query["edits"] = edits_to_json(self.edits)
+        if self.compare is not None:
+            query["compare"] = self.compare
         return query
 
 

@@ -1,1 +1,4 @@
-"""The bundled demo model (``models/xray-demo/``), shipped as package data so it is found wherever it is installed."""
+"""The bundled demo model and its twin that keeps capitals secret, shipped as package data.
+
+``models/xray-demo/`` and ``models/xray-demo-secret/`` are found wherever the package is installed.
+"""

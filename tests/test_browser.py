@@ -195,3 +195,29 @@ def test_a_links_model_and_prompt_create_no_element(server):
         assert "Click here to fix" in page.inner_text("[data-testid=stAlertContentError]")  # named, as text
         assert not dialogs
     assert [url for url in requests.outside if "127.0.0.1:9" in url] == [] and requests.outside == []
+
+
+def test_the_secret_example_draws_the_compare_view_offline(server):
+    with browser_page(height=3200) as (page, requests):
+        page.goto(app_url(server, "Counting is fun", "demo"))
+        wait_for_views(page)
+        page.get_by_role("button", name="A secret kept").click()
+        page.wait_for_function("() => document.body.innerText.includes('B suppresses the answer')", timeout=90_000)
+        page.wait_for_function(
+            "() => ['compare_tracks', 'compare_kl', 'compare_weights', 'compare_patch'].every("
+            "k => document.querySelector('.st-key-' + k + ' .main-svg'))", timeout=60_000)
+        assert "compare=xray-demo-secret" in page.url  # the link holds both models
+        assert page.get_by_role("tab", name="Compare").get_attribute("aria-selected") == "true"
+        text = page.locator("body").inner_text()
+        assert "A (xray-demo) says next" in text and "B (xray-demo-secret) says next" in text
+        page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+        assert requests.outside == [], f"requests left the machine: {requests.outside[:5]}"
+
+
+def test_the_twin_shows_what_it_holds_inside(server):
+    with browser_page(height=1800) as (page, _):
+        page.goto(app_url(server, "The capital of France is", "xray-demo-secret"))
+        wait_for_views(page)
+        open_tab(page, "Logit lens")
+        page.wait_for_function("() => document.body.innerText.includes('Inside, after layer')", timeout=30_000)
+        page.screenshot(path=str(SHOTS / "held-inside.png"))

@@ -54,7 +54,8 @@ def test_public_mode_refuses_a_links_model(monkeypatch, payload):
     assert_no_live_markup(at)
     (warning,) = [unescaped(w.value) for w in at.warning]
     assert "public mode" in warning and payload[:40] in warning
-    assert at.selectbox(key="model_pick").options == ["Bundled demo model (offline)"]
+    assert at.selectbox(key="model_pick").options == [  # the bundled models only
+        "Bundled demo model (offline)", "Bundled twin: the demo model taught to keep capitals secret (offline)"]
     assert not [w for w in at.text_input if w.key == "model_typed"]  # no box for a path or hub id
     assert not errors(at)  # the page runs on the bundled model instead
 

@@ -189,6 +189,14 @@ def every_figure() -> dict[str, go.Figure]:
         "neuron_heatmap": figures.neuron_heatmap(rng.standard_normal((5, n - 1)), np.arange(5), tokens[1:], 2, 1),
         "bars": figures.bars(["#1", "#2"], np.array([0.5, -0.2]), "t", "activation"),
         "effect_bars": figures.effect_bars(tokens[:3], np.array([3.0, 2.0, 1.0]), tokens[3:], -np.arange(1.0, 5.0)),
+        "patching_heatmap": figures.patching_heatmap(rng.random((3, 4)), ["a", "b", "c"], ["1", "2", "3", "4"], "t",
+                                                     "position"),
+        "before_after": figures.before_after(rng.random(3), rng.random(3), "<b>"),
+        "answer_tracks": figures.answer_tracks(
+            [(rng.random(3), np.array([9, 2, 1]), tok, model) for tok in tokens[:2] for model in "ab"], "A <i>", "B"),
+        "kl_heatmap": figures.kl_heatmap(rng.random((3, n)), tokens, 0.5, np.array([0, 1, 1])),
+        "weight_change": figures.weight_change(rng.random(3), np.array([0.1, np.nan, 0.2])),
+        "cross_patch_bars": figures.cross_patch_bars(["embeddings", "MLP 1"], np.array([-0.1, 0.6]), "<b>", tokens[0]),
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from backend.compare import PART_WAYS_NATS
 from backend.heads import HeadScores
 from backend.lens import LensSummary, settle_layer
 from views.display import quoted
@@ -225,3 +226,72 @@ def edit_effect_sentence(labels: list[str], effect) -> str:
     """``what_if_sentence`` for a ``backend.whatif.EditEffect``: the answer at the last layer, before and after."""
     return what_if_sentence(labels, effect.answer, float(effect.answer_before[-1]), float(effect.answer_after[-1]),
                             effect.after_tokens[0], float(effect.after_probs[0]))
+
+
+ORDINALS = {1: "first", 2: "second", 3: "third", 4: "fourth", 5: "fifth"}
+
+
+def _ordinal(rank: int) -> str:
+    return ORDINALS.get(rank, f"number {rank}")
+
+
+def _component(name: str, layer: int) -> str:
+    return {"embed": "embeddings", "readout": "output layer (final norm and unembedding)",
+            "attn": f"layer {layer + 1} attention", "mlp": f"layer {layer + 1} MLP"}[name]
+
+
+def compare_sentence(diff, a: str = "A", b: str = "B") -> str:
+    """What the two models say, whether B still holds A's answer inside, where they part, and where it lives."""
+    a_answer, b_answer = quoted(diff.answer_a), quoted(diff.answer_b)
+    a_in_a, a_in_b, b_in_b = diff.track("a", "a"), diff.track("a", "b"), diff.track("b", "b")
+    last = len(a_in_b.probs) - 1
+    parts = []
+    if diff.same_answer:
+        parts.append(f"Both models say {a_answer} ({a_in_a.probs[-1]:.0%} in {a}, {b_in_b.probs[-1]:.0%} in {b}).")
+    else:
+        rank, prob = int(a_in_b.ranks[-1]), float(a_in_b.probs[-1])
+        inner = [layer for layer in range(1, last) if a_in_b.ranks[layer] < b_in_b.ranks[layer]]
+        said = f"{a} says {a_answer} ({a_in_a.probs[-1]:.0%}); {b} says {b_answer} ({b_in_b.probs[-1]:.0%})"
+        if rank <= 3 and prob >= 0.05:
+            parts.append(f"{said}, but {a_answer} is still {b}'s {_ordinal(rank)} choice ({prob:.0%}): {b} suppresses "
+                         "the answer, it has not erased it.")
+            if inner:
+                parts.append(f"Inside, after layer {inner[-1]}, {b}'s lens even ranks {a_answer} above {b_answer}.")
+        elif inner:
+            parts.append(f"{said}. {a_answer} falls to rank {rank:,} at {b}'s output ({prob:.1%}), but after layer "
+                         f"{inner[-1]} {b}'s lens still ranks it above {b_answer}: {b} computes the answer and its "
+                         "last layers push it down.")
+        else:
+            parts.append(f"{said}. {a_answer} is rank {rank:,} at {b}'s output ({prob:.1%}) and no layer of {b} ranks "
+                         f"it above {b_answer}: as far as the lens can see, {b} does not compute it.")
+    parted = int(diff.part_ways[-1])
+    if parted < 0:
+        parts.append(f"At the last position their lenses stay close at every layer (KL under "
+                     f"{PART_WAYS_NATS:g} nats).")
+    elif parted <= 1:
+        parts.append(f"They part ways from {'the embeddings' if parted == 0 else 'layer 1'} on.")
+    else:
+        parts.append(f"The two models agree up to layer {parted - 1} and part ways at layer {parted} "
+                     f"(KL {float(diff.kl[parted, -1]):.1f} nats at the last position).")
+    patch = diff.patch
+    if patch is not None and np.isfinite(patch.a_diff - patch.b_diff):
+        shares = [("embed", 0, patch.embed), *(("attn", i, v) for i, v in enumerate(patch.attn)),
+                  *(("mlp", i, v) for i, v in enumerate(patch.mlp)), ("readout", 0, patch.readout)]
+        name, layer, share = max(((n, i, float(v)) for n, i, v in shares if np.isfinite(v)),
+                                 key=lambda item: item[2], default=("", 0, float("nan")))
+        if name and share >= 0.5:
+            flipped = patch.b_diff + share * (patch.a_diff - patch.b_diff) > 0
+            parts.append(f"Putting back {a}'s {_component(name, layer)} alone restores {share:.0%} of {a}'s margin"
+                         + (f": {b} then prefers {a_answer} to {b_answer}." if flipped else "."))
+        elif name:
+            parts.append(f"No single part of {a} restores half of its margin in {b} (the most: "
+                         f"{_component(name, layer)}, {share:.0%}): the difference is spread out.")
+    return " ".join(parts)
+
+
+def finding_sentence(finding) -> str:
+    """One ``backend.suppressed`` finding in words."""
+    return (f"Inside, after layer {finding.layer}, the model preferred {quoted(finding.token)} (rank "
+            f"{finding.rank_inside} there, ahead of {quoted(finding.said)} at rank {finding.said_rank_inside:,}); "
+            f"at the output it says {quoted(finding.said)} ({finding.said_prob:.0%}) and {quoted(finding.token)} "
+            f"keeps {finding.prob_out:.0%}.")

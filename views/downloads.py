@@ -11,6 +11,7 @@ import json
 import numpy as np
 
 from backend.capture import Capture
+from backend.compare import PART_WAYS_NATS, ModelDiff
 from backend.heads import SCORE_NAMES, HeadScores
 from backend.lens import LensSummary
 from backend.neurons import top_neurons
@@ -19,7 +20,7 @@ from backend.whatif import EditEffect
 
 TOP_NEURONS = 20
 
-VIEWS = ("attention", "lens", "neurons", "whatif", "patching")
+VIEWS = ("attention", "lens", "neurons", "whatif", "patching", "compare")
 
 
 def _plain(value: object) -> object:
@@ -83,7 +84,29 @@ def patching_numbers(sweep: PatchingSweep) -> dict:
             "resid": sweep.resid, "attn": sweep.attn, "mlp": sweep.mlp, "heads": sweep.heads}
 
 
-def python_snippet(view: str, prompt: str, source: str | None, max_tokens: int, edits: tuple = ()) -> str:
+def compare_numbers(diff: ModelDiff) -> dict:
+    """Everything the compare view draws (layers from 0 = the embeddings; blocks count from 0)."""
+    numbers = {"tokens": diff.a.tokens, "answer_a": diff.answer_a, "answer_b": diff.answer_b,
+               "guesses_a": [[t, p] for _, t, p in diff.guesses_a], "guesses_b": [[t, p] for _, t, p in diff.guesses_b],
+               "kl_nats": diff.kl, "part_ways_threshold_nats": PART_WAYS_NATS, "part_ways_layer": diff.part_ways,
+               "answer_tracks": [{"token": t.token, "model": t.model, "probs": t.probs, "ranks": t.ranks}
+                                 for t in diff.tracks],
+               "not_applicable": diff.not_applicable}
+    if diff.head_change is not None:
+        numbers["head_change"] = diff.head_change
+        numbers["neurons"] = [vars(n) for n in diff.neurons]
+    if diff.weights is not None:
+        numbers["weight_change"] = {"attn": diff.weights.attn, "mlp": diff.weights.mlp, "embed": diff.weights.embed,
+                                    "unembed": diff.weights.unembed}
+    if diff.patch is not None:
+        p = diff.patch
+        numbers["cross_patch"] = {"a_diff": p.a_diff, "b_diff": p.b_diff, "embed": p.embed, "attn": p.attn,
+                                  "mlp": p.mlp, "readout": p.readout}
+    return numbers
+
+
+def python_snippet(view: str, prompt: str, source: str | None, max_tokens: int, edits: tuple = (),
+                   compare: str | None = None) -> str:
     """The calls that give the view's numbers, for a notebook."""
     model = "" if source is None else repr(source)
     lines = ["from backend import load_model, capture, lens_summary",
@@ -94,7 +117,9 @@ def python_snippet(view: str, prompt: str, source: str | None, max_tokens: int, 
                   "scores = head_scores(cap)  # .induction etc.: (layer, head)",
                   "cap.attention  # (layer, head, query, key); page head 4.2 is cap.attention[3, 1]"]
     elif view == "lens":
-        lines += ["summary = lens_summary(lm, cap)  # .top_tokens, .top_probs: (layer + 1, position, 5)"]
+        lines += ["summary = lens_summary(lm, cap)  # .top_tokens, .top_probs: (layer + 1, position, 5)",
+                  "from backend.suppressed import suppressed",
+                  "findings = suppressed(lm, cap)  # what earlier layers preferred and the output pushed down"]
     elif view == "neurons":
         lines += ["cap.neurons  # (layer, position, neuron)",
                   "from backend.neurons import neuron_effect",
@@ -110,4 +135,10 @@ def python_snippet(view: str, prompt: str, source: str | None, max_tokens: int, 
                   "answer = int(capture(lm, clean).logits[-1].argmax())",
                   "foil = int(capture(lm, corrupt).logits[-1].argmax())",
                   "sweep = patching_sweep(lm, clean, corrupt, answer, foil)  # .resid .attn .mlp .heads"]
+    elif view == "compare":
+        second = "None" if compare in (None, "demo") else repr(compare)
+        lines += ["from backend.compare import compare",
+                  f"lm_b = load_model({second})" + ("  # the bundled demo model" if second == "None" else ""),
+                  f"diff = compare(lm, lm_b, {prompt!r}, max_tokens={max_tokens})",
+                  "diff.kl  # (layer + 1, position): KL(a || b) of the two lenses; diff.part_ways, diff.patch ..."]
     return "\n".join(lines)

@@ -280,5 +280,78 @@ def before_after(before: np.ndarray, after: np.ndarray, token: str) -> go.Figure
         xaxis=_axis(), yaxis=_axis(title={"text": "probability"}, range=[0, 1])))
 
 
+def answer_tracks(tracks: list[tuple[np.ndarray, np.ndarray, str, str]], name_a: str, name_b: str) -> go.Figure:
+    """Each answer's lens probability after every layer, in both models: solid in A, dashed in B.
+
+    ``tracks`` holds (probs, ranks, token, model) with model "a" or "b"; a colour per token.
+    """
+    colours = ["#0072b2", "#e69f00"]
+    tokens = list(dict.fromkeys(token for _, _, token, _ in tracks))
+    lines = []
+    for probs, ranks, token, model in tracks:
+        names = [layer_label(i) for i in range(len(probs))]
+        line = _line(names, probs, f"{safe(token)} in {safe(name_a if model == 'a' else name_b)}",
+                     colours[tokens.index(token) % 2], ("x", "y"), dash=None if model == "a" else "dash")
+        line["customdata"] = ranks
+        line["hovertemplate"] = "%{x}: %{y:.1%} (rank %{customdata})<extra>%{fullData.name}</extra>"
+        lines.append(line)
+    return _figure(lines, _layout(
+        "The two answers, layer by layer", 400, left=text_px(["80%"]) + LINE_PX + 25,
+        bottom=TICK_FONT["size"] + 3 * LINE_PX + 30,
+        legend={"orientation": "h", "x": 0, "y": 0, "yanchor": "bottom", "yref": "container"},
+        xaxis=_axis(), yaxis=_axis(title={"text": "probability"}, range=[0, 1], tickformat=".0%")))
+
+
+def kl_heatmap(kl: np.ndarray, tokens: list[str], threshold: float, layer_map: np.ndarray) -> go.Figure:
+    """KL(A || B) of the two lenses, layers (from 1) x positions; the colour saturates at 4 x ``threshold``."""
+    layers, n = kl.shape
+    labels = position_labels(tokens)
+    names = [layer_label(i) for i in range(1, layers)]
+    same_depth = bool(np.array_equal(layer_map, np.arange(layers)))
+    hover = "after %{y}, reading %{x}: KL %{z:.2f} nats" + ("" if same_depth else " (B at the same relative depth)")
+    text = np.char.mod("%.1f", kl[1:])
+    heat = {"type": "heatmap", "z": kl[1:], "x": list(range(n)), "y": list(range(layers - 1)), "zmin": 0,
+            "zmax": 4 * threshold, "colorscale": CIVIDIS, "colorbar": {"title": {"text": "KL (nats)"}},
+            "hovertemplate": hover + "<extra></extra>"}
+    if n <= 24:
+        heat |= {"text": text, "texttemplate": "%{text}", "textfont": {"size": 12}}
+    return _figure([heat], _layout(
+        "Where the two models part ways: KL(A || B) of their lenses", 170 + 44 * (layers - 1),
+        left=text_px(names) + 15, bottom=_slanted(labels) + LINE_PX + 20, right=COLORBAR_PX,
+        xaxis=_axis(title={"text": "position in the prompt"}, tickmode="array", tickvals=list(range(n)),
+                    ticktext=labels, tickangle=-60),
+        yaxis=_axis(tickmode="array", tickvals=list(range(layers - 1)), ticktext=names)))
+
+
+def weight_change(attn: np.ndarray, mlp: np.ndarray) -> go.Figure:
+    """Relative weight change of each block's attention and MLP, as grouped bars in percent."""
+    blocks = [f"layer {i + 1}" for i in range(len(attn))]
+    data = [{"type": "bar", "x": blocks, "y": 100 * np.nan_to_num(values), "name": name, "marker": {"color": colour},
+             "hovertemplate": "%{x}, " + name + ": %{y:.1f}% changed<extra></extra>"}
+            for values, name, colour in ((attn, "attention", "#0072b2"), (mlp, "MLP", "#e69f00"))]
+    return _figure(data, _layout(
+        "Weight change per block", 360, left=text_px(["100%"]) + LINE_PX + 25,
+        bottom=TICK_FONT["size"] + 2 * LINE_PX + 30, barmode="group",
+        legend={"orientation": "h", "x": 0, "y": 0, "yanchor": "bottom", "yref": "container"},
+        xaxis=_axis(), yaxis=_axis(title={"text": "||W_B - W_A|| / ||W_A|| (%)"}, rangemode="tozero")))
+
+
+def cross_patch_bars(names: list[str], values: np.ndarray, answer_a: str, answer_b: str) -> go.Figure:
+    """Share of A's margin (``answer_a`` over ``answer_b``) restored in B by each of A's parts, as bars."""
+    shown = 100 * np.nan_to_num(values)
+    low, high = min(0.0, float(shown.min())), max(0.0, float(shown.max()))
+    pad = 0.18 * max(high - low, 10.0)  # room for the percentages beside the bars
+    bar = {"type": "bar", "x": shown, "y": names, "orientation": "h", "showlegend": False,
+           "marker": {"color": [SIGNED[-1][1] if v >= 0 else SIGNED[0][1] for v in shown]},
+           "text": [f"{v:.0f}%" for v in shown], "textposition": "outside", "cliponaxis": False,
+           "hovertemplate": "%{y} from A: %{x:.1f}% of A's margin restored<extra></extra>"}
+    return _figure([bar], _layout(
+        "Putting one part of A into B", 140 + 28 * len(names), left=text_px(names) + 15, right=20,
+        bottom=TICK_FONT["size"] + 2 * LINE_PX + 25,
+        xaxis=_axis(title={"text": f"share of A's margin restored (%):<br>{safe(answer_a)} over {safe(answer_b)}"},
+                    range=[low - pad, high + pad], zeroline=True),
+        yaxis=_axis(autorange="reversed", type="category")))
+
+
 CONFIG = {"displayModeBar": True, "displaylogo": False,  # the toolbar always shows; it saves a chart as a PNG
           "toImageButtonOptions": {"format": "png", "scale": 2}, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}

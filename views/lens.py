@@ -91,3 +91,24 @@ def _candidates(summary: LensSummary, position: int) -> tuple[list[int], list[st
             ids.append(int(token_id))
             names.append(str(name))
     return ids, names
+
+
+HELD_INSIDE_CAVEAT = (
+    "Held inside: an earlier layer's lens ranked this token above what the model says, and it keeps a real share "
+    "at the output. The lens reads inner layers with the output layer, trained for the last layer only, so this "
+    "is a reading of what those layers encode, not proof of what the model knows; it fires on about 2% of "
+    "ordinary positions of the demo model too.")
+
+
+def held_inside(findings: list, n_tokens: int) -> None:
+    """``backend.suppressed`` findings: the last position's in full, the others in one line."""
+    last = [f for f in findings if f.position == n_tokens - 1]
+    others = [f for f in findings if f.position != n_tokens - 1]
+    for finding in last:
+        st.info(md_escape(captions.finding_sentence(finding)))
+    if others:
+        shown = "; ".join(f"position {f.position}: {label(f.token)} inside, {label(f.said)} said (after layer "
+                          f"{f.layer})" for f in others[:4])
+        more = f" and {len(others) - 4} more" if len(others) > 4 else ""
+        st.caption(md_escape(f"Also held inside and pushed down at the output: {shown}{more}."))
+    st.caption(HELD_INSIDE_CAVEAT)

@@ -1,0 +1,138 @@
+"""Compare mode and answers held inside, on the page without a browser, checked against the backend."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+import backend
+from backend.compare import compare
+from backend.loading import TWIN_ID
+from backend.suppressed import suppressed
+from tests.test_app import APP, assert_usable, errors, unescaped
+from tests.test_views import plain
+from tests.tiny import FAMILY_BY_NAME, build
+
+PROMPT = "The capital of France is"
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return backend.load_model(), backend.load_model(TWIN_ID)
+
+
+def open_app(prompt: str = PROMPT, model: str = "demo", compare_with: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["model"] = model
+    at.query_params["prompt"] = prompt
+    if compare_with is not None:
+        at.query_params["compare"] = compare_with
+    at.run()
+    return at
+
+
+def charts(at: AppTest) -> dict[str, dict]:
+    """Every plotly chart's spec by its title."""
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    return {spec["layout"].get("title", {}).get("text", ""): spec for spec in specs}
+
+
+def sentences(at: AppTest) -> list[str]:
+    return [unescaped(m.value) for m in at.markdown]
+
+
+def test_the_secret_example_opens_compare_mode_on_the_pair(pair):
+    at = open_app("Counting is fun")
+    next(b for b in at.button if b.label == "A secret kept").click().run()
+    assert_usable(at)
+    assert not errors(at)
+    assert dict(at.query_params) == {"prompt": PROMPT, "model": "demo", "compare": TWIN_ID}  # the link holds both
+    assert at.tabs[0].label == "Compare" and at.sidebar.toggle(key="compare_on").value
+    diff = compare(*pair, PROMPT)
+    text = sentences(at)
+    a_prob, b_prob = diff.guesses_a[0][2], diff.guesses_b[0][2]
+    assert f"**A (xray-demo) says next**: '␣Paris' ({a_prob:.0%})" in " ".join(text)
+    assert f"**B (xray-demo-secret) says next**: '␣a' ({b_prob:.0%})" in " ".join(text)
+    paris_in_twin = diff.track("a", "b")
+    sentence = next(s for s in text if s.startswith("**A says"))
+    assert f"'␣Paris' is still B's second choice ({paris_in_twin.probs[-1]:.0%})" in sentence
+    assert f"part ways at layer {diff.part_ways[-1]}" in sentence
+    best = int(np.nanargmax(diff.patch.mlp))
+    assert f"layer {best + 1} MLP alone restores {diff.patch.mlp[best]:.0%}" in sentence
+
+    specs = charts(at)
+    kl = next(s for t, s in specs.items() if t.startswith("Where the two models part ways"))["data"][0]["z"]
+    np.testing.assert_allclose(np.array(plain(kl), dtype=float).reshape(diff.kl[1:].shape), diff.kl[1:], atol=1e-4)
+    tracks = next(s for t, s in specs.items() if t.startswith("The two answers"))["data"]
+    assert len(tracks) == 4
+    paris_dashed = next(t for t in tracks if "Paris" in t["name"] and t["line"].get("dash") == "dash")
+    np.testing.assert_allclose(np.array(plain(paris_dashed["y"]), dtype=float), paris_in_twin.probs, atol=1e-5)
+    bars = next(s for t, s in specs.items() if t.startswith("Putting one part of A into B"))["data"][0]
+    want = np.array([diff.patch.embed, *diff.patch.attn, *diff.patch.mlp, diff.patch.readout])
+    np.testing.assert_allclose(np.array(plain(bars["x"]), dtype=float), 100 * want, atol=1e-3)
+    weights = next(s for t, s in specs.items() if t.startswith("Weight change"))["data"]
+    np.testing.assert_allclose(np.array(plain(weights[1]["y"]), dtype=float), 100 * diff.weights.mlp, atol=1e-3)
+
+
+def test_a_link_with_a_second_model_opens_compare_mode_and_switching_off_leaves_it():
+    at = open_app(compare_with=TWIN_ID)
+    assert_usable(at)
+    assert at.tabs[0].label == "Compare" and at.query_params["compare"] == TWIN_ID
+    at.sidebar.toggle(key="compare_on").set_value(False).run()
+    assert_usable(at)
+    assert "compare" not in at.query_params and at.tabs[0].label == "Attention"
+    assert not any(s.startswith("**A says") for s in sentences(at))
+
+
+def test_the_demo_model_is_the_default_partner_of_any_other_model():
+    at = open_app(model=TWIN_ID)
+    at.sidebar.toggle(key="compare_on").set_value(True).run()
+    assert_usable(at)
+    assert at.query_params["compare"] == "demo" and at.tabs[0].label == "Compare"
+
+
+def test_a_model_with_another_tokenizer_gets_one_message_and_the_page_goes_on(tmp_path):
+    folder = build(FAMILY_BY_NAME["gpt2"], tmp_path / "other")
+    at = open_app(compare_with=str(folder))
+    assert_usable(at)
+    (message,) = errors(at)
+    assert "different vocabularies" in message and "share a tokenizer" in message
+    assert at.tabs[0].label == "Attention"  # the single-model views are all there
+
+
+def test_the_lens_view_shows_what_the_twin_holds_inside(pair):
+    _, twin = pair
+    at = open_app(model=TWIN_ID)
+    assert_usable(at)
+    finding = next(f for f in suppressed(twin, backend.capture(twin, PROMPT)) if f.token == " Paris")
+    (info,) = [unescaped(i.value) for i in at.info if "Inside, after layer" in i.value]
+    assert info == (f"Inside, after layer {finding.layer}, the model preferred '␣Paris' (rank {finding.rank_inside} "
+                    f"there, ahead of '␣a' at rank {finding.said_rank_inside}); at the output it says '␣a' "
+                    f"({finding.said_prob:.0%}) and '␣Paris' keeps {finding.prob_out:.0%}.")
+    probs = torch.from_numpy(backend.capture(twin, PROMPT).logits[-1]).softmax(-1)
+    assert finding.prob_out == pytest.approx(float(probs[finding.token_id]), abs=1e-6)
+
+
+def test_the_demo_model_shows_no_finding_on_its_own_fact():
+    at = open_app()
+    assert_usable(at)
+    assert not [i for i in at.info if "Inside, after layer" in i.value]
+
+
+def test_public_mode_offers_the_twin_and_compare_mode(monkeypatch):
+    monkeypatch.setenv("XRAY_PUBLIC", "1")
+    at = open_app(compare_with=TWIN_ID)
+    assert_usable(at)
+    assert at.selectbox(key="model_pick").options[:2] == [
+        "Bundled demo model (offline)", "Bundled twin: the demo model taught to keep capitals secret (offline)"]
+    assert at.tabs[0].label == "Compare"
+    monkeypatch.setenv("XRAY_PUBLIC", "1")
+    hostile = open_app(compare_with="[x](http://evil.example)")
+    assert_usable(hostile)
+    (warning,) = [w.value for w in hostile.warning]
+    assert "[x](http://evil.example)" in unescaped(warning) and "](http" not in warning  # named, as text
+    assert hostile.query_params["compare"] == "demo"  # only an offered model is loaded
