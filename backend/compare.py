@@ -407,9 +407,21 @@ def _lens_logits(lm: LoadedModel, cap: Capture, layer: int, rows: slice) -> torc
 def lens_kl(lm_a: LoadedModel, cap_a: Capture, lm_b: LoadedModel, cap_b: Capture,
             should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """KL(a || b) (n_layers_a + 1, n) of the two lenses, and the layer map used."""
+    kl, layer_map, _ = _lens_kl(lm_a, cap_a, lm_b, cap_b, (), should_stop)
+    return kl, layer_map
+
+
+def _lens_kl(lm_a: LoadedModel, cap_a: Capture, lm_b: LoadedModel, cap_b: Capture, track_ids: tuple[int, ...],
+             should_stop: Callable[[], bool] | None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The KL, the layer map, and while the logits are at hand, ``track_ids``' log-probability and rank
+    at the last position under both lenses: {(token_id, "a" or "b"): (logprobs, ranks)}, per layer of a.
+    """
     layer_map = _layer_map(cap_a.n_layers, cap_b.n_layers)
     n, vocab = cap_a.n_tokens, cap_a.logits.shape[1]
     kl = np.zeros((cap_a.n_layers + 1, n), np.float32)
+    tracks = {(t, m): (np.zeros(cap_a.n_layers + 1, np.float32), np.zeros(cap_a.n_layers + 1, np.int64))
+              for t in track_ids for m in "ab"}
+    ids = torch.tensor(track_ids, dtype=torch.long)
     size = max(1, min(n, CHUNK_VALUES // vocab))
     for layer in range(cap_a.n_layers + 1):
         if should_stop is not None and should_stop():
@@ -419,7 +431,14 @@ def lens_kl(lm_a: LoadedModel, cap_a: Capture, lm_b: LoadedModel, cap_b: Capture
             log_a = _lens_logits(lm_a, cap_a, layer, rows).log_softmax(-1)
             log_b = _lens_logits(lm_b, cap_b, int(layer_map[layer]), rows).log_softmax(-1)
             kl[layer, rows] = (log_a.exp() * (log_a - log_b)).sum(-1).clamp_min(0).numpy()
-    return kl, layer_map
+            if track_ids and rows.stop == n:
+                for model, logp in (("a", log_a[-1]), ("b", log_b[-1])):
+                    picked = logp[ids]
+                    ranks = (logp[None, :] > picked[:, None]).sum(-1) + 1
+                    for k, token_id in enumerate(track_ids):
+                        tracks[(token_id, model)][0][layer] = float(picked[k])
+                        tracks[(token_id, model)][1][layer] = int(ranks[k])
+    return kl, layer_map, tracks
 
 
 def part_ways(kl: np.ndarray, threshold: float = PART_WAYS_NATS) -> np.ndarray:
@@ -483,15 +502,21 @@ def compare(lm_a: LoadedModel, lm_b: LoadedModel, prompt: str, *, max_tokens: in
             raise ValueError("compare: a capture passed in must be of the same prompt, without edits.")
     cap_a = cap_a or capture(lm_a, prompt, max_tokens=max_tokens, should_stop=should_stop)
     cap_b = cap_b or capture(lm_b, prompt, max_tokens=max_tokens, should_stop=should_stop)
-    kl, layer_map = lens_kl(lm_a, cap_a, lm_b, cap_b, should_stop)
     last = cap_a.n_tokens - 1
     answer_a, answer_b = int(cap_a.logits[last].argmax()), int(cap_b.logits[last].argmax())
+    answers = tuple(dict.fromkeys((answer_a, answer_b)))
+    kl, layer_map, fused = _lens_kl(lm_a, cap_a, lm_b, cap_b, answers, should_stop)
+    same_depth = cap_a.n_layers == cap_b.n_layers
     tracks = []
-    for token_id in dict.fromkeys((answer_a, answer_b)):
+    for token_id, token in zip(answers, token_strings(lm_a.tokenizer, list(answers)), strict=True):
         for model, lm, cap in (("a", lm_a, cap_a), ("b", lm_b, cap_b)):
-            trajectory = token_trajectory(lm, cap, token_id, [last])
-            tracks.append(AnswerTrack(token_id=token_id, token=token_strings(lm_a.tokenizer, [token_id])[0],
-                                      model=model, probs=trajectory.probs[:, 0], ranks=trajectory.ranks[:, 0]))
+            if model == "a" or same_depth:
+                logprobs, ranks = fused[(token_id, model)]
+                probs = np.exp(logprobs).astype(np.float32)
+            else:  # b's own layers, not the ones matched to a's
+                trajectory = token_trajectory(lm, cap, token_id, [last])
+                probs, ranks = trajectory.probs[:, 0], trajectory.ranks[:, 0]
+            tracks.append(AnswerTrack(token_id=token_id, token=token, model=model, probs=probs, ranks=ranks))
     why = _not_applicable(lm_a, lm_b)
     heads, neurons, weights, patch = None, (), None, None
     if not why:

@@ -86,12 +86,12 @@ def draw_figures(rounds: int) -> None:
         def link(prompt: str) -> str:
             return f"{base}/?prompt={quote(prompt)}&model=demo&compare={TWIN_ID}"
 
-        with browser_page(playwright=playwright) as (page, _):
-            page.goto(link("warm up: load both models"))
+        with browser_page(height=3200, playwright=playwright) as (page, _):  # every chart in view: drawn at once
+            page.goto(link("The capital of Italy is"))  # loads both models
             page.wait_for_function(drawn, arg=[COMPARE_PLOTS], timeout=180_000, polling=20)
         countries = ["Japan", "Brazil", "Kenya", "Canada", "Spain", "Peru", "Egypt", "Nepal", "Chile", "Cuba"]
         for i in range(rounds):
-            with browser_page(playwright=playwright) as (page, _):
+            with browser_page(height=3200, playwright=playwright) as (page, _):  # every chart in view: drawn at once
                 start = time.perf_counter()
                 page.goto(link(f"The capital of {countries[i % len(countries)]} is"))
                 page.wait_for_function(drawn, arg=[COMPARE_PLOTS], timeout=120_000, polling=20)
