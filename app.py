@@ -527,7 +527,7 @@ def view_json(run: Run, view: str, pair: tuple | None = None) -> str:
     if view == "attention":
         return downloads.to_json(downloads.attention_numbers(result.capture, result.scores))
     if view == "lens":
-        return downloads.to_json(downloads.lens_numbers(result.capture, result.summary))
+        return downloads.to_json(downloads.lens_numbers(result.capture, result.summary, findings_of(run)))
     if view == "neurons":
         return downloads.to_json(downloads.neuron_numbers(result.capture))
     return downloads.to_json(downloads.what_if_numbers(edit_effect_of(run) if run.edits else None))

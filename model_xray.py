@@ -105,6 +105,24 @@ def write_capture(args: argparse.Namespace) -> tuple[Path, Path]:
     return save_run(args.out, cap, summary, model_info=asdict(lm.info))
 
 
+def write_compare(args: argparse.Namespace) -> Path:
+    """Two models on one prompt (``backend.compare``) and what the second holds inside, as JSON."""
+    from backend import load_model
+    from backend.compare import compare
+    from backend.suppressed import suppressed
+    from views.downloads import compare_numbers, finding_numbers, to_json
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    lm_a = load_model(None if args.model == "demo" else args.model, device=args.device)
+    lm_b = load_model(None if args.second == "demo" else args.second, device=args.device)
+    diff = compare(lm_a, lm_b, args.prompt, max_tokens=args.max_tokens)
+    numbers = {"prompt": args.prompt, "model_a": lm_a.info.name, "model_b": lm_b.info.name, **compare_numbers(diff),
+               "held_inside_b": [finding_numbers(f) for f in suppressed(lm_b, diff.b)]}
+    out = Path(args.out)
+    out.write_text(to_json(numbers), encoding="utf-8")
+    return out
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     top = argparse.ArgumentParser(prog="model-xray", description="Look inside a transformer language model.")
@@ -120,6 +138,14 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", default=default)
         sub.add_argument("--max-tokens", type=int, default=512)
         sub.add_argument("--device", default="auto")
+    sub = commands.add_parser("compare", help="compare two models on one prompt and write the numbers as JSON")
+    sub.add_argument("prompt")
+    sub.add_argument("--model", default="demo", help="model A: demo (the bundled model), a hub id or a local folder")
+    sub.add_argument("--second", default="xray-demo-secret",
+                     help="model B, with A's tokenizer (default: the bundled twin that keeps capitals secret)")
+    sub.add_argument("--out", default="compare.json")
+    sub.add_argument("--max-tokens", type=int, default=512)
+    sub.add_argument("--device", default="auto")
     return top
 
 
@@ -136,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "report":
             print(f"wrote {write_report(args)}")
+        elif args.command == "compare":
+            print(f"wrote {write_compare(args)}")
         else:
             print("wrote " + " and ".join(str(p) for p in write_capture(args)))
     except XrayError as error:

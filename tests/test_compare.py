@@ -275,3 +275,26 @@ def test_candidates_follow_the_outputs_top_guesses_through_the_lens(pair):
         chosen = np.take_along_axis(logits, cands.ids, -1)
         ranks = (logits[:, None, :] > chosen[:, :, None]).sum(-1) + 1
         np.testing.assert_array_equal(cands.ranks[layer], ranks)
+
+
+def test_the_command_line_writes_the_comparison_as_json(tmp_path, pair, diff):
+    import json
+
+    import model_xray
+
+    out = tmp_path / "compare.json"
+    assert model_xray.main(["compare", PROMPT, "--out", str(out), "--device", "cpu"]) == 0
+    numbers = json.loads(out.read_text())
+    assert (numbers["model_a"], numbers["model_b"]) == ("xray-demo", "xray-demo-secret")
+    np.testing.assert_allclose(np.array(numbers["kl_nats"]), diff.kl, atol=1e-6)
+    np.testing.assert_allclose(numbers["cross_patch"]["mlp"], diff.patch.mlp, atol=1e-6)
+    assert numbers["part_ways_layer"][-1] == diff.part_ways[-1]
+    (finding,) = [f for f in numbers["held_inside_b"] if f["position"] == diff.b.n_tokens - 1]
+    assert finding["token"] == " Paris" and finding["said"] == " a"
+    other = tmp_path / "other"
+    from transformers import AutoConfig, AutoModelForCausalLM
+    config = AutoConfig.from_pretrained(backend.BUNDLED_MODEL)
+    config.vocab_size = 2000
+    AutoModelForCausalLM.from_config(config).save_pretrained(other)
+    pair[0].tokenizer.save_pretrained(other)
+    assert model_xray.main(["compare", PROMPT, "--second", str(other), "--out", str(out)]) == 2  # one message

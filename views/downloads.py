@@ -50,11 +50,19 @@ def attention_numbers(cap: Capture, scores: HeadScores) -> dict:
             "last_token_reads": cap.attention[:, :, -1, :]}  # (layer, head, key)
 
 
-def lens_numbers(cap: Capture, summary: LensSummary) -> dict:
-    """Top guesses, entropy and KL at every layer (0: the embeddings) and position."""
-    return {"tokens": cap.tokens, "top_tokens": summary.top_tokens, "top_probs": summary.top_probs,
-            "entropy_nats": summary.entropy, "kl_to_final_nats": summary.kl_to_final,
-            "final_guess_probs": summary.target_probs, "final_guess_ranks": summary.target_ranks}
+def lens_numbers(cap: Capture, summary: LensSummary, findings: list | None = None) -> dict:
+    """Top guesses, entropy and KL at every layer (0: the embeddings) and position; what is held inside."""
+    numbers = {"tokens": cap.tokens, "top_tokens": summary.top_tokens, "top_probs": summary.top_probs,
+               "entropy_nats": summary.entropy, "kl_to_final_nats": summary.kl_to_final,
+               "final_guess_probs": summary.target_probs, "final_guess_ranks": summary.target_ranks}
+    if findings is not None:
+        numbers["held_inside"] = [finding_numbers(f) for f in findings]
+    return numbers
+
+
+def finding_numbers(finding) -> dict:
+    """One ``backend.suppressed`` finding (its layer is a resid index: "after that many blocks")."""
+    return dict(vars(finding))
 
 
 def neuron_numbers(cap: Capture) -> dict:
