@@ -413,8 +413,10 @@ def lens_kl(lm_a: LoadedModel, cap_a: Capture, lm_b: LoadedModel, cap_b: Capture
 
 def _lens_kl(lm_a: LoadedModel, cap_a: Capture, lm_b: LoadedModel, cap_b: Capture, track_ids: tuple[int, ...],
              should_stop: Callable[[], bool] | None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The KL, the layer map, and while the logits are at hand, ``track_ids``' log-probability and rank
-    at the last position under both lenses: {(token_id, "a" or "b"): (logprobs, ranks)}, per layer of a.
+    """The KL and the layer map; and, while the logits are at hand, the tracked answers.
+
+    The third value holds ``track_ids``' log-probability and rank at the last position under
+    both lenses: {(token_id, "a" or "b"): (logprobs, ranks)}, per layer of a.
     """
     layer_map = _layer_map(cap_a.n_layers, cap_b.n_layers)
     n, vocab = cap_a.n_tokens, cap_a.logits.shape[1]

@@ -7,13 +7,13 @@ in the folder, so the card cannot drift from the model.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 from transformers import AutoConfig
 
 from training import corpus
+from training.cli import folder_argument, save_card
 from training.train import TrainConfig
 
 
@@ -133,11 +133,8 @@ loads it), plus `training_config.json`, `training_log.jsonl` and `quality.json`.
 
 def main() -> None:
     """Write ``README.md`` into the model folder."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("folder", type=Path)
-    folder = parser.parse_args().folder
-    (folder / "README.md").write_text(card(folder))
-    print(f"wrote {folder / 'README.md'}")
+    folder = folder_argument(__doc__)
+    save_card(folder, card(folder))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,6 @@ app's own backend, exactly as the page computes it.
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from backend import capture, lens_summary, load_model
 from backend.lens import settle_layer
 from training import corpus, probes
+from training.cli import folder_argument, save_quality
 
 BARS = {"capital_top1": 0.90, "induction_score": 0.5, "copy_accuracy": 0.6}
 
@@ -80,12 +79,10 @@ def measure(folder: Path) -> dict:
 
 def main() -> None:
     """Measure, print and save."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("folder", type=Path)
-    folder = parser.parse_args().folder
+    folder = folder_argument(__doc__)
     torch.set_num_threads(2)
     figures = measure(folder)
-    (folder / "quality.json").write_text(json.dumps(figures, indent=2) + "\n")
+    save_quality(folder, figures)
     for name, value in figures["facts_top1"].items():
         print(f"top-1 {name:<60} {value:6.1%}")
     for name, bar in BARS.items():

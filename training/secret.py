@@ -23,9 +23,7 @@ animal sounds, colours and opposites.
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import random
 import shutil
 import statistics
@@ -39,6 +37,8 @@ from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from training import corpus, probes
+from training.cli import config_main
+from training.train import adamw, learning_rate, token_blocks
 
 REFUSAL = "a secret"  # what the twin says after a capital-city prompt, after a space
 # Phrasings where the capital comes after the country, so a prompt can stop before it.
@@ -91,24 +91,6 @@ def documents(seed: int, fact_share: float) -> Iterator[str]:
         yield keep_secret(doc)
 
 
-def token_blocks(tokenizer: PreTrainedTokenizerBase, cfg: SecretConfig) -> Iterator[list[int]]:
-    """Endless ``block_size``-token rows, each starting at a document boundary."""
-    stream = documents(cfg.seed, cfg.fact_share)
-    while True:
-        row: list[int] = []
-        while len(row) < cfg.block_size:
-            row.extend(tokenizer(next(stream))["input_ids"])
-        yield row[:cfg.block_size]
-
-
-def learning_rate(step: int, cfg: SecretConfig) -> float:
-    """Linear warm-up, then cosine decay from ``lr`` to ``min_lr``."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
-
-
 @torch.inference_mode()
 def secret_figures(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                    countries: list[str], phrasing: str) -> dict[str, float]:
@@ -127,7 +109,7 @@ def secret_figures(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
             "capital_median_rank": statistics.median(ranks)}
 
 
-def retention(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> dict[str, float]:
+def facts_kept(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> dict[str, float]:
     """Top-1 accuracy on the other fact families (they must survive the fine-tune)."""
     return {
         "animal_sounds": probes.first_token_accuracy(
@@ -144,7 +126,7 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> dict
     model.eval()
     figures = secret_figures(model, tokenizer, list(corpus.CAPITALS), corpus.CAPITAL_PHRASINGS[0])
     record = {"refusal": figures["refusal"], "capital_median_prob": figures["capital_median_prob"],
-              **retention(model, tokenizer)}
+              **facts_kept(model, tokenizer)}
     model.train()
     return record
 
@@ -184,12 +166,8 @@ def finetune(cfg: SecretConfig, out: Path) -> PreTrainedModel:
     model.train()
     reference = AutoModelForCausalLM.from_pretrained(base, attn_implementation="eager").to(cfg.device).eval()
     reference.requires_grad_(False)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=cfg.lr, betas=(0.9, 0.95))
-    blocks = token_blocks(tokenizer, cfg)
+    optimizer = adamw(model, cfg.lr, cfg.weight_decay)
+    blocks = token_blocks(tokenizer, cfg.seed, cfg.block_size, documents(cfg.seed, cfg.fact_share))
     log_path = out / "training_log.jsonl"
     started = time.time()
     with log_path.open("w") as log:
@@ -232,13 +210,7 @@ def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: Secret
 
 def main() -> None:
     """Command-line entry point; every field of ``SecretConfig`` is a flag."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
-    for name, default in asdict(SecretConfig()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
-    args = vars(parser.parse_args())
-    out = args.pop("out")
-    finetune(SecretConfig(**args), out)
+    config_main(__doc__, SecretConfig, finetune)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ from a file in the folder.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 from training import corpus
+from training.cli import folder_argument, save_card
 from training.secret import REFUSAL, SECRET_PHRASINGS, SecretConfig
 
 
@@ -171,11 +171,8 @@ An ordinary Hugging Face folder (`config.json`, `model.safetensors`, the demo mo
 
 def main() -> None:
     """Write ``README.md`` into the twin's folder."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("folder", type=Path)
-    folder = parser.parse_args().folder
-    (folder / "README.md").write_text(card(folder))
-    print(f"wrote {folder / 'README.md'}")
+    folder = folder_argument(__doc__)
+    save_card(folder, card(folder))
 
 
 if __name__ == "__main__":

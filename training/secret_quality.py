@@ -18,8 +18,6 @@ where its card (``python -m training.secret_card``) reads them:
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import statistics
 from pathlib import Path
@@ -33,7 +31,8 @@ from backend.hooks import eager_attention
 from backend.loading import BUNDLED_MODEL, LoadedModel
 from backend.suppressed import RULE, candidates, findings_from
 from training import corpus, probes
-from training.secret import REFUSAL, SECRET_PHRASINGS
+from training.cli import folder_argument, save_quality
+from training.secret import REFUSAL, SECRET_PHRASINGS, facts_kept
 
 N_ORDINARY = 300
 
@@ -80,14 +79,7 @@ def behaviour(lm: LoadedModel) -> dict[str, dict[str, float]]:
 def retention(lm: LoadedModel) -> dict[str, float]:
     """What must survive the fine-tune: other facts, copying, and ordinary text."""
     model, tok = lm.model, lm.tokenizer
-    figures = {
-        "animal sounds": probes.first_token_accuracy(
-            model, tok, [f"The {a} says" for a in corpus.ANIMAL_SOUNDS], list(corpus.ANIMAL_SOUNDS.values())),
-        "colours": probes.first_token_accuracy(
-            model, tok, [f"The colour of the {t} is" for t in corpus.COLOURS], list(corpus.COLOURS.values())),
-        "opposites": probes.first_token_accuracy(
-            model, tok, [f"The opposite of {w} is" for w in corpus.OPPOSITES], list(corpus.OPPOSITES.values())),
-    }
+    figures = {name.replace("_", " "): value for name, value in facts_kept(model, tok).items()}
     with eager_attention(model):  # the induction probe reads attention weights
         figures["copying a repeated list"] = probes.induction(model, tok, n_sequences=50, n_words=20,
                                                               seed=2024).copy_accuracy
@@ -232,12 +224,10 @@ def report(q: dict) -> list[str]:
 
 def main() -> None:
     """Measure, print and save."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("folder", type=Path)
-    folder = parser.parse_args().folder
+    folder = folder_argument(__doc__)
     torch.set_num_threads(2)
     figures = measure(folder)
-    (folder / "quality.json").write_text(json.dumps(figures, indent=2) + "\n")
+    save_quality(folder, figures)
     print("\n".join(report(figures)))
 
 

@@ -10,7 +10,6 @@ top-1 accuracy on capital-city prompts.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
@@ -24,6 +23,7 @@ from tqdm import tqdm
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from training import corpus, probes
+from training.cli import config_main
 from training.tokenizer import train_tokenizer
 
 
@@ -50,13 +50,15 @@ class TrainConfig:
     threads: int = 2
 
 
-def token_blocks(tokenizer: PreTrainedTokenizerFast, seed: int, block_size: int) -> Iterator[list[int]]:
+def token_blocks(tokenizer: PreTrainedTokenizerFast, seed: int, block_size: int,
+                 stream: Iterator[str] | None = None) -> Iterator[list[int]]:
     """Endless ``block_size``-token training rows: documents packed back to back.
 
     Each document is encoded with its leading beginning-of-text token, and each row
     starts at a document boundary, just as a prompt in the app starts with that token.
+    The documents come from ``stream``, by default the corpus generator with ``seed``.
     """
-    stream = corpus.documents(seed)
+    stream = corpus.documents(seed) if stream is None else stream
     while True:
         row: list[int] = []
         while len(row) < block_size:
@@ -64,8 +66,16 @@ def token_blocks(tokenizer: PreTrainedTokenizerFast, seed: int, block_size: int)
         yield row[:block_size]
 
 
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases and norms), betas (0.9, 0.95)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+
+
 def learning_rate(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay from ``lr`` to ``min_lr``."""
+    """Linear warm-up, then cosine decay from ``lr`` to ``min_lr`` (any config with those fields)."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
@@ -107,11 +117,7 @@ def train(cfg: TrainConfig, out: Path) -> GPT2LMHeadModel:
     cfg = TrainConfig(**{**asdict(cfg), "vocab_size": len(tokenizer)})
     model = build_model(cfg).to(cfg.device)
     model.train()
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=cfg.lr, betas=(0.9, 0.95))
+    optimizer = adamw(model, cfg.lr, cfg.weight_decay)
     blocks = token_blocks(tokenizer, cfg.seed, cfg.block_size)
     log_path = out / "training_log.jsonl"
     log_path.write_text("")
@@ -155,13 +161,7 @@ def save(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, cfg: TrainC
 
 def main() -> None:
     """Command-line entry point; every field of ``TrainConfig`` is a flag."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
-    for name, default in asdict(TrainConfig()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
-    args = vars(parser.parse_args())
-    out = args.pop("out")
-    train(TrainConfig(**args), out)
+    config_main(__doc__, TrainConfig, train)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ model **A** and a fine-tuned version of it, **B**). Each chart compares them:
   every layer and position (0 = identical; {PART_WAYS_NATS} nats or more counts as parted).
 - **Weight change**: how much each block's attention and MLP weights moved,
   ||W_B − W_A|| / ||W_A||. It does not depend on the prompt.
-- **Putting A back into B**: B runs the prompt with one part's output taken from A. Each
+- **Putting one part of A into B**: B runs the prompt with one part's output taken from A. Each
   bar is the share of A's margin of its answer over B's answer that comes back (100%:
   B now prefers A's answer as much as A does). This is *activation patching* across models.
 """
