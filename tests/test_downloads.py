@@ -43,7 +43,8 @@ def test_view_numbers_are_the_captured_numbers(run):
 def test_the_python_snippet_runs_and_gives_the_views_numbers(run, view):
     _, cap, summary, scores = run
     namespace: dict = {}
-    exec(downloads.python_snippet(view, PROMPT, None, 256, (HeadAblation(3, 1),)), namespace)  # noqa: S102
+    second = "xray-demo-secret" if view == "compare" else None
+    exec(downloads.python_snippet(view, PROMPT, None, 256, (HeadAblation(3, 1),), second), namespace)  # noqa: S102
     np.testing.assert_array_equal(namespace["cap"].logits, cap.logits)
     if view == "attention":
         np.testing.assert_array_equal(namespace["scores"].induction, scores.induction)
@@ -53,3 +54,9 @@ def test_the_python_snippet_runs_and_gives_the_views_numbers(run, view):
         assert namespace["effect"].edits == (HeadAblation(3, 1),)
     if view == "patching":
         assert namespace["sweep"].resid[0, 4] == pytest.approx(1.0, abs=1e-3)
+    if view == "compare":
+        from backend.compare import compare
+
+        diff = namespace["diff"]
+        assert namespace["lm_b"].info.name == "xray-demo-secret"
+        np.testing.assert_allclose(diff.kl, compare(namespace["lm"], namespace["lm_b"], PROMPT).kl, atol=1e-6)
