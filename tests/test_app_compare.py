@@ -136,3 +136,21 @@ def test_public_mode_offers_the_twin_and_compare_mode(monkeypatch):
     (warning,) = [w.value for w in hostile.warning]
     assert "[x](http://evil.example)" in unescaped(warning) and "](http" not in warning  # named, as text
     assert hostile.query_params["compare"] == "demo"  # only an offered model is loaded
+
+
+def test_a_model_of_another_depth_is_compared_by_output_and_lens(tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(backend.BUNDLED_MODEL)
+    config.n_layer = 2
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "shallow")
+    backend.load_model().tokenizer.save_pretrained(tmp_path / "shallow")
+    at = open_app(compare_with=str(tmp_path / "shallow"))
+    assert_usable(at)
+    assert not errors(at) and at.tabs[0].label == "Compare"
+    (note,) = [unescaped(i.value) for i in at.info if "built differently" in i.value]
+    assert "model A: 4 layers" in note and "model B: 2 layers" in note and "same relative depth" in note
+    titles = list(charts(at))
+    assert any(t.startswith("Where the two models part ways") for t in titles)
+    assert not any(t.startswith(("Weight change", "Putting one part")) for t in titles)
