@@ -275,8 +275,12 @@ def model_choice() -> str | None:
     return _picker("Model", "model_pick", st.query_params.get("model", "demo"), "model_typed")
 
 
-def _picker(title: str, key: str, wanted: str, typed_key: str) -> str | None:
-    """A model picker: the bundled models, popular hub models, or any id or folder; None is the demo model."""
+def _picker(title: str, key: str, wanted: str, typed_key: str,
+            until: str = "until then the page shows the bundled demo model") -> str | None:
+    """A model picker: the bundled models, popular hub models, or any id or folder; None is the demo model.
+
+    An empty "Other" box gives None too, after a note that ends with ``until``.
+    """
     if POLICY.public:
         return _public_picker(title, key, wanted)
     options = [DEMO, TWIN, *POPULAR, OTHER]
@@ -289,11 +293,12 @@ def _picker(title: str, key: str, wanted: str, typed_key: str) -> str | None:
     if picked == TWIN:
         return TWIN_ID
     if picked == OTHER:
-        typed = st.sidebar.text_input("Hub id or local folder", value="" if wanted in BUNDLED else wanted,
+        box = "Hub id or local folder" if key == "model_pick" else "Second model: hub id or local folder"
+        typed = st.sidebar.text_input(box, value="" if wanted in BUNDLED else wanted,
                                       placeholder="e.g. EleutherAI/pythia-70m or ./my-model",
                                       key=typed_key).strip()
         if not typed:
-            st.sidebar.info("Type a hub id or a folder above; until then the page shows the bundled demo model.")
+            st.sidebar.info(f"Type a hub id or a folder above; {until}.")
         return typed or None
     return picked
 
@@ -324,7 +329,8 @@ def _compare_toggled() -> None:
 def compare_choice(source: str | None) -> str | None:
     """Compare mode's switch and second model picker; the link's ``compare`` turns it on.
 
-    The second model defaults to the twin when the first is the demo model, else to the demo model.
+    The second model defaults to the twin when the first is the demo model, to the demo model when it
+    is the twin, and otherwise to a box to type one in (a model with the first one's tokenizer).
     """
     wanted = st.query_params.get("compare")
     if "compare_on" not in st.session_state:
@@ -334,8 +340,12 @@ def compare_choice(source: str | None) -> str | None:
                                 "model and a fine-tuned version of it.")
     if not on:
         return None
-    default = TWIN_ID if source is None else "demo"
-    second = _picker("Second model (B)", "compare_pick", wanted or default, "compare_typed")
+    default = TWIN_ID if source is None else "demo" if source == TWIN_ID else ""
+    second = _picker("Second model (B)", "compare_pick", wanted or default, "compare_typed",
+                     until="until then nothing is compared. It must read text like model A (a fine-tuned "
+                           "version of it, for example)")
+    if second is None and st.session_state.get("compare_pick") == OTHER:
+        return None  # nothing typed yet
     return "demo" if second is None else second
 
 

@@ -154,3 +154,19 @@ def test_a_model_of_another_depth_is_compared_by_output_and_lens(tmp_path):
     titles = list(charts(at))
     assert any(t.startswith("Where the two models part ways") for t in titles)
     assert not any(t.startswith(("Weight change", "Putting one part")) for t in titles)
+
+
+def test_a_hub_model_gets_a_box_for_its_partner_not_a_model_that_cannot_match(tmp_path):
+    folder = build(FAMILY_BY_NAME["gpt2"], tmp_path / "base")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["model"] = str(folder)
+    at.query_params["prompt"] = "Mia went to the park"
+    at.run()
+    at.sidebar.toggle(key="compare_on").set_value(True).run()
+    assert_usable(at)
+    assert not errors(at) and "compare" not in at.query_params and at.tabs[0].label == "Attention"
+    assert any("nothing is compared" in i.value for i in at.sidebar.info)
+    twin = build(FAMILY_BY_NAME["gpt2"], tmp_path / "tuned", seed=1)  # same tokenizer, other weights
+    at.sidebar.text_input(key="compare_typed").set_value(str(twin)).run()
+    assert_usable(at)
+    assert at.query_params["compare"] == str(twin) and at.tabs[0].label == "Compare"
