@@ -452,22 +452,27 @@ def part_ways(kl: np.ndarray, threshold: float = PART_WAYS_NATS) -> np.ndarray:
 # --- per-layer comparisons -----------------------------------------------------------------
 
 def head_change(cap_a: Capture, cap_b: Capture) -> np.ndarray:
-    """(n_layers, n_heads): mean over query positions of the total-variation distance of the patterns."""
-    tv = 0.5 * np.abs(cap_a.attention - cap_b.attention).sum(-1)  # (L, H, n)
-    return tv.mean(-1).astype(np.float32)
+    """(n_layers, n_heads): mean over query positions of the total-variation distance of the patterns.
+
+    A layer at a time, so the temporary is one layer's patterns, not the whole capture's.
+    """
+    out = np.zeros(cap_a.attention.shape[:2], np.float32)
+    for layer in range(cap_a.n_layers):
+        out[layer] = (0.5 * np.abs(cap_a.attention[layer] - cap_b.attention[layer]).sum(-1)).mean(-1)
+    return out
 
 
 def neuron_changes(cap_a: Capture, cap_b: Capture, k: int = TOP_NEURONS) -> tuple[NeuronChange, ...]:
-    """The ``k`` neurons whose activation moved most at any position, largest first."""
-    delta = np.abs(cap_b.neurons - cap_a.neurons)  # (L, n, d_mlp)
-    peak = delta.max(1)  # (L, d_mlp)
+    """The ``k`` neurons whose activation moved most at any position, largest first (a layer at a time)."""
+    peak = np.stack([np.abs(cap_b.neurons[layer] - cap_a.neurons[layer]).max(0)
+                     for layer in range(cap_a.n_layers)])  # (L, d_mlp)
     k = min(k, peak.size)
     flat = np.argpartition(-peak.reshape(-1), k - 1)[:k]
     flat = flat[np.argsort(-peak.reshape(-1)[flat], kind="stable")]
     out = []
     for index in flat.tolist():
         layer, neuron = divmod(index, peak.shape[1])
-        position = int(delta[layer, :, neuron].argmax())
+        position = int(np.abs(cap_b.neurons[layer, :, neuron] - cap_a.neurons[layer, :, neuron]).argmax())
         out.append(NeuronChange(layer=layer, neuron=neuron, position=position, token=cap_a.tokens[position],
                                 a=float(cap_a.neurons[layer, position, neuron]),
                                 b=float(cap_b.neurons[layer, position, neuron])))
