@@ -47,12 +47,11 @@ import torch
 from torch import nn
 
 from backend.capture import DEFAULT_MAX_TOKENS, Capture, capture, tokenize
-from backend.edits import first, output_hook, resid_hook_adder
+from backend.edits import first, hidden_of, output_hook, resid_hook_adder
 from backend.errors import Cancelled, UnsupportedModel, XrayError
 from backend.hooks import HookAdder, registered
 from backend.lens import CHUNK_VALUES, token_trajectory
 from backend.loading import LoadedModel
-from backend.patching import _record
 from backend.readout import readout, readout_tensor
 from backend.tokens import token_strings
 
@@ -283,6 +282,49 @@ class _Stop(Exception):
     """Raised after the last block: the rest of the model is not needed."""
 
 
+@dataclass(frozen=True)
+class _Outputs:
+    """What cross-model patching takes from model a: each component's output, (n, width) tensors."""
+
+    embed: torch.Tensor  # the input of the first block
+    attn: list[torch.Tensor | None]  # per block: the attention output projection's output
+    mlp: list[torch.Tensor]  # per block: the MLP output projection's output
+
+
+def _outputs(lm: LoadedModel, ids: list[int]) -> _Outputs:
+    """The components' outputs in one forward of ``lm``, stopped after the last block (the caller holds the lock)."""
+    anatomy, n_layers = lm.anatomy, lm.info.n_layers
+    attn: list[torch.Tensor | None] = [None] * n_layers
+    mlp: list[torch.Tensor | None] = [None] * n_layers
+    embed: list[torch.Tensor] = []
+
+    def keep(store: list, i: int):
+        def hook(module: nn.Module, args: tuple, output: object) -> None:
+            store[i] = first(output).detach().reshape(-1, first(output).shape[-1]).clone()
+        return hook
+
+    def keep_embed(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        embed.append(hidden_of(args, kwargs).detach()[0].clone())
+
+    def stop(module: nn.Module, args: tuple, output: object) -> None:
+        raise _Stop
+
+    adders: list[HookAdder] = [partial(anatomy.layers[0].register_forward_pre_hook, keep_embed, with_kwargs=True)]
+    for i in range(n_layers):
+        adders.append(partial(anatomy.mlp_out[i].register_forward_hook, keep(mlp, i)))
+        if anatomy.attn_out[i] is not None:
+            adders.append(partial(anatomy.attn_out[i].register_forward_hook, keep(attn, i)))
+    adders.append(partial(anatomy.layers[-1].register_forward_hook, stop))
+    try:
+        with registered(adders):
+            lm.model(input_ids=torch.tensor([ids], device=lm.input_device), use_cache=False)
+    except _Stop:
+        pass
+    if not embed or any(m is None for m in mlp):
+        raise UnsupportedModel("The model skipped some of its blocks, so their outputs cannot be patched.")
+    return _Outputs(embed=embed[0], attn=attn, mlp=mlp)
+
+
 def _rows_where(mask: torch.Tensor, value: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """Replace the batch rows where ``mask`` (rows,) is set by ``value`` (n, width)."""
     def transform(x: torch.Tensor) -> torch.Tensor:
@@ -303,7 +345,7 @@ def _patched_last(lm_b: LoadedModel, ids: list[int], rows: list[frozenset[Compon
         return torch.tensor([component in row for row in rows])
 
     if any(("embed", 0) in row for row in rows):
-        adders.append(resid_hook_adder(lm_b, 0, _rows_where(mask(("embed", 0)), source.resid[0])))
+        adders.append(resid_hook_adder(lm_b, 0, _rows_where(mask(("embed", 0)), source.embed)))
     for layer in range(n_layers):
         if any(("attn", layer) in row for row in rows):
             module = anatomy.attn_out[layer]
@@ -342,7 +384,7 @@ def cross_patch_logits(lm_a: LoadedModel, lm_b: LoadedModel, prompt: str,
     ids = tokenize(lm_a, prompt, max_tokens)
     check_tokenizers(lm_a, lm_b, ids, tokenize(lm_b, prompt, max_tokens))
     with lm_a.lock, torch.inference_mode():
-        source = _record(lm_a, ids, 0, 0)
+        source = _outputs(lm_a, ids)
     row = frozenset(components)
     with lm_b.lock, torch.inference_mode():
         last = _patched_last(lm_b, ids, [row], source)
@@ -364,7 +406,7 @@ def _cross_patch(lm_a: LoadedModel, lm_b: LoadedModel, ids: list[int], answer: i
     """
     n_layers = lm_b.info.n_layers
     with lm_a.lock, torch.inference_mode():
-        source = _record(lm_a, ids, answer, foil)
+        source = _outputs(lm_a, ids)
     singles: list[frozenset[Component]] = [frozenset({("embed", 0)})]
     has_attn = [lm_b.anatomy.attn_out[i] is not None and source.attn[i] is not None for i in range(n_layers)]
     singles += [frozenset({("attn", i)}) for i in range(n_layers) if has_attn[i]]
