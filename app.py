@@ -429,7 +429,7 @@ def link_edits() -> None:
         st.warning(f"The link's changes (edits) could not be read, so none are applied: {md_escape(str(error))}.")
 
 
-def header(cap: Capture, summary: LensSummary, bundled: bool) -> None:
+def header(cap: Capture, summary: LensSummary, bundled: bool, twin: bool = False) -> None:
     """What the model read and what it would say next (and, for the small demo model, what it knows)."""
     left, right = st.columns([2, 1])
     left.markdown(f"The model reads **{cap.n_tokens} tokens** (the pieces it splits text into):")
@@ -443,7 +443,9 @@ def header(cap: Capture, summary: LensSummary, bundled: bool) -> None:
     if bundled:  # it can be confidently wrong on anything else, so its confidence is no signal: always say it
         right.caption("The bundled demo model is tiny and knows only the simple English it was trained on: "
                       "capital cities, animal sounds, colours, opposites, short stories and repeated lists. On other "
-                      "text its guesses mean little: try the examples, or a hub model in the sidebar.")
+                      "text its guesses mean little: try the examples, or a hub model in the sidebar."
+                      + (" This is its twin, fine-tuned to answer capital-city questions with \"a secret.\": the "
+                         "Logit lens tab shows what it still holds inside." if twin else ""))
 
 
 def load_or_explain(settings: Settings) -> LoadedModel | None:
@@ -620,7 +622,7 @@ def main() -> None:
     if diff is not None:
         compare_header(cap, diff, run)
     else:
-        header(cap, summary, bundled=settings.source is None)
+        header(cap, summary, bundled=settings.source in (None, TWIN_ID), twin=settings.source == TWIN_ID)
     edited = replace(run, compare=None)
     effect = None
     if edited.edits:

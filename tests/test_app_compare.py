@@ -108,6 +108,7 @@ def test_the_lens_view_shows_what_the_twin_holds_inside(pair):
     _, twin = pair
     at = open_app(model=TWIN_ID)
     assert_usable(at)
+    assert any("This is its twin" in c.value for c in at.caption)  # the header says which model this is
     finding = next(f for f in suppressed(twin, backend.capture(twin, PROMPT)) if f.token == " Paris")
     (info,) = [unescaped(i.value) for i in at.info if "Inside, after layer" in i.value]
     assert info == (f"Inside, after layer {finding.layer}, the model preferred '␣Paris' (rank {finding.rank_inside} "
