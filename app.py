@@ -546,12 +546,16 @@ def view_json(run: Run, view: str, pair: tuple | None = None) -> str:
 
 
 def run_report(run: Run) -> str:
-    """The whole run as one self-contained HTML file."""
-    result, lm = analyse(run), model_of(run)
+    """The whole run as one self-contained HTML file (in compare mode, with the comparison)."""
+    plain = run.plain()
+    result, lm = analyse(plain), model_of(plain)
     layer = result.capture.n_layers - 1
     position, neuron = top_neuron(result.capture, layer)
-    effect = Lab(run.plain()).effect(layer, neuron, position)
-    return report_html(lm.info, result.capture, result.summary, result.scores, effect)
+    effect = Lab(plain).effect(layer, neuron, position)
+    diff = compare_of(run) if run.compare is not None else None
+    name_b = model_of(run.second()).info.name if diff is not None else ""
+    return report_html(lm.info, result.capture, result.summary, result.scores, effect,
+                       findings=tuple(findings_of(plain)), diff=diff, name_b=name_b)
 
 
 def take_away(run: Run, view: str, pair: tuple | None = None) -> None:
@@ -560,7 +564,8 @@ def take_away(run: Run, view: str, pair: tuple | None = None) -> None:
     row = st.container(horizontal=True)
     row.download_button("Numbers (JSON)", partial(view_json, run, view, pair), file_name=f"{stem}.json",
                         mime="application/json", on_click="ignore", key=f"download_{view}")
-    row.download_button("Whole run (HTML report)", partial(run_report, run.plain()), file_name="model-xray-report.html",
+    row.download_button("Whole run (HTML report)", partial(run_report, replace(run, edits=())),
+                        file_name="model-xray-report.html",
                         mime="text/html", on_click="ignore", key=f"report_{view}",
                         help="One file with every view's charts and sentences; opens offline.")
     with st.expander("Reproduce in Python"):

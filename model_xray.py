@@ -81,17 +81,25 @@ def _analysis(args: argparse.Namespace):
 
 
 def write_report(args: argparse.Namespace) -> Path:
-    """The self-contained HTML report of one prompt."""
+    """The self-contained HTML report of one prompt (with ``--compare``, beside a second model)."""
+    from backend import load_model
+    from backend.compare import compare
     from backend.heads import head_scores
     from backend.neurons import neuron_effect
+    from backend.suppressed import suppressed
     from views.report import report_html, top_neuron
 
     lm, cap, summary = _analysis(args)
     layer = cap.n_layers - 1
     position, neuron = top_neuron(cap, layer)
     effect = neuron_effect(lm, cap, layer, neuron, position)
+    diff, name_b = None, ""
+    if getattr(args, "compare", None):
+        lm_b = load_model(None if args.compare == "demo" else args.compare, device=args.device)
+        diff, name_b = compare(lm, lm_b, args.prompt, max_tokens=args.max_tokens, cap_a=cap), lm_b.info.name
     out = Path(args.out)
-    out.write_text(report_html(lm.info, cap, summary, head_scores(cap), effect), encoding="utf-8")
+    out.write_text(report_html(lm.info, cap, summary, head_scores(cap), effect, findings=tuple(suppressed(lm, cap)),
+                               diff=diff, name_b=name_b), encoding="utf-8")
     return out
 
 
@@ -138,6 +146,9 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", default=default)
         sub.add_argument("--max-tokens", type=int, default=512)
         sub.add_argument("--device", default="auto")
+        if name == "report":
+            sub.add_argument("--compare", default=None,
+                             help="a second model with the same tokenizer (xray-demo-secret: the bundled twin)")
     sub = commands.add_parser("compare", help="compare two models on one prompt and write the numbers as JSON")
     sub.add_argument("prompt")
     sub.add_argument("--model", default="demo", help="model A: demo (the bundled model), a hub id or a local folder")

@@ -298,3 +298,19 @@ def test_the_command_line_writes_the_comparison_as_json(tmp_path, pair, diff):
     AutoModelForCausalLM.from_config(config).save_pretrained(other)
     pair[0].tokenizer.save_pretrained(other)
     assert model_xray.main(["compare", PROMPT, "--second", str(other), "--out", str(out)]) == 2  # one message
+
+
+def test_the_report_carries_the_comparison_and_what_is_held_inside(tmp_path):
+    import html
+
+    import model_xray
+
+    plain, both, twin = tmp_path / "plain.html", tmp_path / "both.html", tmp_path / "twin.html"
+    assert model_xray.main(["report", PROMPT, "--out", str(plain), "--device", "cpu"]) == 0
+    assert model_xray.main(["report", PROMPT, "--compare", TWIN_ID, "--out", str(both), "--device", "cpu"]) == 0
+    assert model_xray.main(["report", PROMPT, "--model", TWIN_ID, "--out", str(twin), "--device", "cpu"]) == 0
+    plain_text, both_text, twin_text = (html.unescape(p.read_text()) for p in (plain, both, twin))
+    assert both_text.count("plotly-graph-div") == plain_text.count("plotly-graph-div") + 4
+    assert "B suppresses the answer, it has not erased it" in both_text and "<h2>Compare</h2>" in both_text
+    assert "<h2>Compare</h2>" not in plain_text and "Inside, after layer" not in plain_text
+    assert "Inside, after layer 3, the model preferred '␣Paris'" in twin_text

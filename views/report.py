@@ -15,6 +15,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from backend.capture import Capture
+from backend.compare import PART_WAYS_NATS
 from backend.heads import SCORE_NAMES, HeadScores
 from backend.lens import LensSummary
 from backend.loading import ModelInfo
@@ -46,9 +47,41 @@ def top_neuron(cap: Capture, layer: int) -> tuple[int, int]:
     return int(position) + start, int(neuron)
 
 
+def compare_section(diff, name_a: str, name_b: str) -> list[str]:
+    """The Compare tab as report sections: both models' guesses, the sentence, the four charts."""
+    if diff is None:
+        return []
+    a_title, b_title = f"A ({name_a})", f"B ({name_b})"
+    parts = ["<h2>Compare</h2>"]
+    for title, guesses in ((a_title, diff.guesses_a), (b_title, diff.guesses_b)):
+        parts += [_p(f"{title} says next:"),
+                  coloured.guesses_html([t for _, t, _ in guesses], np.array([p for _, _, p in guesses]))]
+    parts += [_p(captions.compare_sentence(diff, "A", "B"), "lead"),
+              _chart(figures.answer_tracks([(t.probs, t.ranks, t.token, t.model) for t in diff.tracks],
+                                           a_title, b_title)),
+              _chart(figures.kl_heatmap(diff.kl, diff.a.tokens, PART_WAYS_NATS, diff.layer_map))]
+    if diff.weights is not None:
+        parts.append(_chart(figures.weight_change(diff.weights.attn, diff.weights.mlp)))
+    if diff.patch is not None:
+        p = diff.patch
+        names = ["embeddings", *(f"attention {i + 1}" for i in range(len(p.attn))),
+                 *(f"MLP {i + 1}" for i in range(len(p.mlp))), "output layer"]
+        parts.append(_chart(figures.cross_patch_bars(names, np.array([p.embed, *p.attn, *p.mlp, p.readout]),
+                                                     diff.answer_a, diff.answer_b)))
+    if diff.not_applicable:
+        parts.append(_p(diff.not_applicable))
+    parts.append(_p("The lens reads inner layers with the output layer, trained for the last layer only: 'inside' "
+                    "means readable by the lens.", "caveat"))
+    return parts
+
+
 def report_html(info: ModelInfo, cap: Capture, summary: LensSummary, scores: HeadScores,
-                effect: NeuronEffect) -> str:
-    """The whole report as one HTML document. ``effect`` is the neuron view's chosen neuron."""
+                effect: NeuronEffect, *, findings: tuple = (), diff=None, name_b: str = "") -> str:
+    """The whole report as one HTML document. ``effect`` is the neuron view's chosen neuron.
+
+    ``findings`` (``backend.suppressed``) go under the lens; ``diff`` (``backend.compare``, with the second
+    model's name ``name_b``) adds the Compare section.
+    """
     last = cap.n_tokens - 1
     behaviour = captions.clearest_behaviour(scores)
     score = np.nan_to_num(scores.get(behaviour), nan=-1.0)
@@ -64,6 +97,7 @@ def report_html(info: ModelInfo, cap: Capture, summary: LensSummary, scores: Hea
         "<h2>Prompt</h2>", f'<div class="tokens">{html.escape(" | ".join(visible(t) for t in cap.tokens))}</div>',
         _p(f"{cap.n_tokens} tokens. Its guess for the next token:"),
         coloured.guesses_html(list(summary.top_tokens[-1, -1]), summary.top_probs[-1, -1]),
+        *compare_section(diff, info.name, name_b),
         "<h2>Attention</h2>", _p(captions.attention_sentence(scores), "lead"),
         _chart(figures.head_grid(scores.get(behaviour), SCORE_NAMES[behaviour].split(":")[0],
                                  behaviour.replace("_", " "))),
@@ -73,6 +107,7 @@ def report_html(info: ModelInfo, cap: Capture, summary: LensSummary, scores: Hea
         coloured.shares_html(cap.tokens[: last + 1], shares),
         _p("Attention shows where a head reads from, not why the model says what it says.", "caveat"),
         "<h2>Logit lens</h2>", _p(captions.lens_sentence(summary, last), "lead"),
+        *(_p(captions.finding_sentence(f)) for f in findings if f.position == last),
         _chart(figures.lens_heatmap(summary.top_tokens[:, shown], summary.top_probs[:, shown], cap.tokens, shown)),
         _chart(figures.trajectory(summary.target_probs[:, last], summary.target_ranks[:, last],
                                   summary.entropy[:, last], summary.kl_to_final[:, last],
