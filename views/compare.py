@@ -63,8 +63,10 @@ def render(diff: ModelDiff, name_a: str, name_b: str) -> None:
     if diff.weights is not None:
         left.plotly_chart(figures.weight_change(diff.weights.attn, diff.weights.mlp), width="stretch",
                           config=figures.CONFIG, key="compare_weights")
-        left.caption(md_escape(f"Embeddings: {diff.weights.embed:.1%} changed; output layer: "
-                               f"{diff.weights.unembed:.1%}."))
+        w = diff.weights
+        shared = np.isclose(w.embed, w.unembed, rtol=1e-6)  # tied: one matrix
+        left.caption(md_escape(f"Embeddings and output layer (one shared matrix): {w.embed:.1%} changed." if shared
+                               else f"Embeddings: {w.embed:.1%} changed; output layer: {w.unembed:.1%}."))
     if diff.patch is None:
         right.info("Both models give the same next token, so there is no margin between two answers to restore.")
     else:
