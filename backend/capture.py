@@ -202,7 +202,7 @@ def _stop_hooks(lm: LoadedModel, should_stop: Callable[[], bool] | None) -> list
 
 
 def run_forward(lm: LoadedModel, ids: list[int], edits: tuple[Edit, ...] = (),
-                should_stop: Callable[[], bool] | None = None) -> tuple[object, _Buffers]:
+                should_stop: Callable[[], bool] | None = None, observe: tuple = ()) -> tuple[object, _Buffers]:
     """The hooked forward pass, under the model's lock; edits' hooks run before the capture's.
 
     Each attention module's weights are copied as soon as it returns them, while they are
@@ -213,7 +213,7 @@ def run_forward(lm: LoadedModel, ids: list[int], edits: tuple[Edit, ...] = (),
     """
     buffers = _Buffers(lm, len(ids))
     input_ids = torch.tensor([ids], device=lm.input_device)
-    adders = _stop_hooks(lm, should_stop) + edit_hooks(lm, edits) + _hook_adders(lm, buffers)
+    adders = _stop_hooks(lm, should_stop) + edit_hooks(lm, edits) + _hook_adders(lm, buffers) + list(observe)
     with lm.lock, torch.inference_mode(), eager_attention(lm.model), registered(adders):
         outputs = lm.model(input_ids=input_ids, use_cache=False)
         if buffers.attention_missing():
@@ -225,7 +225,7 @@ def run_forward(lm: LoadedModel, ids: list[int], edits: tuple[Edit, ...] = (),
 
 def capture(lm: LoadedModel, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS,
             memory_budget: int = DEFAULT_MEMORY_BUDGET, edits: tuple[Edit, ...] | list[Edit] = (),
-            should_stop: Callable[[], bool] | None = None) -> Capture:
+            should_stop: Callable[[], bool] | None = None, observe: tuple | list = ()) -> Capture:
     """Run ``prompt`` through the model once and return everything the views draw.
 
     ``edits`` (see ``backend.edits``) apply during that one pass; the capture shows the
@@ -233,6 +233,8 @@ def capture(lm: LoadedModel, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKEN
     ``EditError`` before any work, and ``UnsupportedModel`` if the model's activations
     cannot be read or do not add up. ``should_stop``, asked before every block, raises
     ``Cancelled`` when it says nobody waits for the run (a closed tab, a newer prompt).
+    ``observe`` adds hooks (``backend.hooks.HookAdder``s) that only read, registered after the
+    capture's own and removed with them: another module's record of the same pass.
     """
     edits = tuple(edits)
     ids = tokenize(lm, prompt, max_tokens)
@@ -242,7 +244,7 @@ def capture(lm: LoadedModel, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKEN
         raise CaptureTooLarge(n, needed, memory_budget)
     check_edits(lm, edits, n)
     resolved = resolve_edits(lm, edits, max_tokens)
-    outputs, buffers = run_forward(lm, ids, resolved, should_stop)
+    outputs, buffers = run_forward(lm, ids, resolved, should_stop, tuple(observe))
     missing = buffers.missing()
     if missing:
         raise UnsupportedModel(f"The hooks saw no activation for {missing}: the model skipped "

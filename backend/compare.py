@@ -291,12 +291,12 @@ class _Outputs:
     mlp: list[torch.Tensor]  # per block: the MLP output projection's output
 
 
-def _outputs(lm: LoadedModel, ids: list[int]) -> _Outputs:
-    """The components' outputs in one forward of ``lm``, stopped after the last block (the caller holds the lock)."""
+def _output_hooks(lm: LoadedModel) -> tuple[list[HookAdder], Callable[[], _Outputs]]:
+    """Hooks that keep the components' outputs during a forward, and what gives them back afterwards."""
     anatomy, n_layers = lm.anatomy, lm.info.n_layers
     attn: list[torch.Tensor | None] = [None] * n_layers
     mlp: list[torch.Tensor | None] = [None] * n_layers
-    embed: list[torch.Tensor] = []
+    embed: list[torch.Tensor | None] = [None]
 
     def keep(store: list, i: int):
         def hook(module: nn.Module, args: tuple, output: object) -> None:
@@ -304,25 +304,35 @@ def _outputs(lm: LoadedModel, ids: list[int]) -> _Outputs:
         return hook
 
     def keep_embed(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        embed.append(hidden_of(args, kwargs).detach()[0].clone())
-
-    def stop(module: nn.Module, args: tuple, output: object) -> None:
-        raise _Stop
+        embed[0] = hidden_of(args, kwargs).detach()[0].clone()
 
     adders: list[HookAdder] = [partial(anatomy.layers[0].register_forward_pre_hook, keep_embed, with_kwargs=True)]
     for i in range(n_layers):
         adders.append(partial(anatomy.mlp_out[i].register_forward_hook, keep(mlp, i)))
         if anatomy.attn_out[i] is not None:
             adders.append(partial(anatomy.attn_out[i].register_forward_hook, keep(attn, i)))
-    adders.append(partial(anatomy.layers[-1].register_forward_hook, stop))
+
+    def finish() -> _Outputs:
+        if embed[0] is None or any(m is None for m in mlp):
+            raise UnsupportedModel("The model skipped some of its blocks, so their outputs cannot be patched.")
+        return _Outputs(embed=embed[0], attn=attn, mlp=mlp)
+
+    return adders, finish
+
+
+def _outputs(lm: LoadedModel, ids: list[int]) -> _Outputs:
+    """The components' outputs in one forward of ``lm``, stopped after the last block (the caller holds the lock)."""
+    adders, finish = _output_hooks(lm)
+
+    def stop(module: nn.Module, args: tuple, output: object) -> None:
+        raise _Stop
+
     try:
-        with registered(adders):
+        with registered([*adders, partial(lm.anatomy.layers[-1].register_forward_hook, stop)]):
             lm.model(input_ids=torch.tensor([ids], device=lm.input_device), use_cache=False)
     except _Stop:
         pass
-    if not embed or any(m is None for m in mlp):
-        raise UnsupportedModel("The model skipped some of its blocks, so their outputs cannot be patched.")
-    return _Outputs(embed=embed[0], attn=attn, mlp=mlp)
+    return finish()
 
 
 def _rows_where(mask: torch.Tensor, value: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -399,14 +409,16 @@ def all_components(lm: LoadedModel) -> tuple[Component, ...]:
 
 
 def _cross_patch(lm_a: LoadedModel, lm_b: LoadedModel, ids: list[int], answer: int, foil: int,
-                 a_diff: float, b_diff: float, b_last: np.ndarray) -> CrossPatch:
+                 a_diff: float, b_diff: float, b_last: np.ndarray, source: _Outputs | None = None) -> CrossPatch:
     """One component at a time: a's embeddings, attention and MLP outputs in b (one batch), then a's readout.
 
-    ``b_last`` (1, d_model) is b's own last residual at the last position, which a's readout reads.
+    ``b_last`` (1, d_model) is b's own last residual at the last position, which a's readout reads;
+    ``source``, a's outputs if its capture kept them already.
     """
     n_layers = lm_b.info.n_layers
-    with lm_a.lock, torch.inference_mode():
-        source = _outputs(lm_a, ids)
+    if source is None:
+        with lm_a.lock, torch.inference_mode():
+            source = _outputs(lm_a, ids)
     singles: list[frozenset[Component]] = [frozenset({("embed", 0)})]
     has_attn = [lm_b.anatomy.attn_out[i] is not None and source.attn[i] is not None for i in range(n_layers)]
     singles += [frozenset({("attn", i)}) for i in range(n_layers) if has_attn[i]]
@@ -462,26 +474,28 @@ def _lens_kl(lm_a: LoadedModel, cap_a: Capture, lm_b: LoadedModel, cap_b: Captur
     """
     layer_map = _layer_map(cap_a.n_layers, cap_b.n_layers)
     n, vocab = cap_a.n_tokens, cap_a.logits.shape[1]
-    kl = np.zeros((cap_a.n_layers + 1, n), np.float32)
-    tracks = {(t, m): (np.zeros(cap_a.n_layers + 1, np.float32), np.zeros(cap_a.n_layers + 1, np.int64))
-              for t in track_ids for m in "ab"}
+    layers = cap_a.n_layers + 1
+    kl = np.zeros((layers, n), np.float32)
+    picked = torch.zeros(layers, 2, len(track_ids))  # (layer, model a/b, token): log-probabilities
+    ranks = torch.zeros(layers, 2, len(track_ids), dtype=torch.long)
     ids = torch.tensor(track_ids, dtype=torch.long)
     size = max(1, min(n, CHUNK_VALUES // vocab))
-    for layer in range(cap_a.n_layers + 1):
-        if should_stop is not None and should_stop():
-            raise Cancelled()
-        for start in range(0, n, size):
-            rows = slice(start, min(n, start + size))
-            log_a = _lens_logits(lm_a, cap_a, layer, rows).log_softmax(-1)
-            log_b = _lens_logits(lm_b, cap_b, int(layer_map[layer]), rows).log_softmax(-1)
-            kl[layer, rows] = (log_a.exp() * (log_a - log_b)).sum(-1).clamp_min(0).numpy()
-            if track_ids and rows.stop == n:
-                for model, logp in (("a", log_a[-1]), ("b", log_b[-1])):
-                    picked = logp[ids]
-                    ranks = (logp[None, :] > picked[:, None]).sum(-1) + 1
-                    for k, token_id in enumerate(track_ids):
-                        tracks[(token_id, model)][0][layer] = float(picked[k])
-                        tracks[(token_id, model)][1][layer] = int(ranks[k])
+    with torch.inference_mode():
+        for layer in range(layers):
+            if should_stop is not None and should_stop():
+                raise Cancelled()
+            for start in range(0, n, size):
+                rows = slice(start, min(n, start + size))
+                log_a = _lens_logits(lm_a, cap_a, layer, rows).log_softmax(-1)
+                log_b = _lens_logits(lm_b, cap_b, int(layer_map[layer]), rows).log_softmax(-1)
+                kl[layer, rows] = (log_a.exp() * (log_a - log_b)).sum(-1).clamp_min(0).numpy()
+                if track_ids and rows.stop == n:
+                    last = torch.stack([log_a[-1], log_b[-1]])  # (2, vocab)
+                    picked[layer] = last[:, ids]
+                    ranks[layer] = (last[:, None, :] > picked[layer][:, :, None]).sum(-1) + 1
+    picked_np, ranks_np = picked.numpy(), ranks.numpy()
+    tracks = {(token_id, model): (picked_np[:, m, k].copy(), ranks_np[:, m, k].copy())
+              for k, token_id in enumerate(track_ids) for m, model in enumerate("ab")}
     return kl, layer_map, tracks
 
 
@@ -549,7 +563,11 @@ def compare(lm_a: LoadedModel, lm_b: LoadedModel, prompt: str, *, max_tokens: in
     for cap in (cap_a, cap_b):
         if cap is not None and (cap.prompt != prompt or cap.edits):
             raise ValueError("compare: a capture passed in must be of the same prompt, without edits.")
-    cap_a = cap_a or capture(lm_a, prompt, max_tokens=max_tokens, should_stop=should_stop)
+    source = None
+    if cap_a is None:  # a's capture keeps what cross-model patching puts back, in the same pass
+        observe, finish = _output_hooks(lm_a)
+        cap_a = capture(lm_a, prompt, max_tokens=max_tokens, should_stop=should_stop, observe=observe)
+        source = finish()
     cap_b = cap_b or capture(lm_b, prompt, max_tokens=max_tokens, should_stop=should_stop)
     last = cap_a.n_tokens - 1
     answer_a, answer_b = int(cap_a.logits[last].argmax()), int(cap_b.logits[last].argmax())
@@ -577,7 +595,8 @@ def compare(lm_a: LoadedModel, lm_b: LoadedModel, prompt: str, *, max_tokens: in
         if answer_a != answer_b:
             a_diff = float(cap_a.logits[last, answer_a] - cap_a.logits[last, answer_b])
             b_diff = float(cap_b.logits[last, answer_a] - cap_b.logits[last, answer_b])
-            patch = _cross_patch(lm_a, lm_b, ids_a, answer_a, answer_b, a_diff, b_diff, cap_b.resid[-1, [last]])
+            patch = _cross_patch(lm_a, lm_b, ids_a, answer_a, answer_b, a_diff, b_diff, cap_b.resid[-1, [last]],
+                                 source)
     names = token_strings(lm_a.tokenizer, [answer_a, answer_b])
     return ModelDiff(a=cap_a, b=cap_b, kl=kl, layer_map=layer_map, part_ways=part_ways(kl),
                      answer_a_id=answer_a, answer_b_id=answer_b, answer_a=names[0], answer_b=names[1],

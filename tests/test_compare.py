@@ -130,7 +130,10 @@ def test_cross_patching_one_mlp_matches_hooks_written_here(pair, diff):
 
 
 def test_patching_every_component_gives_the_first_models_logits(pair, diff):
+    from backend.hooks import hook_count
+
     demo, twin = pair
+    assert hook_count(demo.model) == hook_count(twin.model) == 0  # compare left no hook behind
     logits = cross_patch_logits(demo, twin, PROMPT, all_components(twin))
     np.testing.assert_allclose(logits, diff.a.logits[-1], atol=1e-4)
     without = cross_patch_logits(demo, twin, PROMPT, ())
