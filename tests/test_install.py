@@ -54,8 +54,9 @@ def test_pip_install_gives_the_api_and_the_command_anywhere(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    code = ("import backend; from backend import load_model; print(backend.__file__); print(load_model().info.name); "
-            "from backend.loading import BUNDLED_TWIN; print(BUNDLED_TWIN); print(load_model('xray-demo-secret').info.name)")
+    code = ("import backend; from backend import load_model; print(backend.__file__); "
+            "print(load_model().info.name); from backend.loading import BUNDLED_TWIN; print(BUNDLED_TWIN); "
+            "print(load_model('xray-demo-secret').info.name)")
     out = subprocess.run([str(venv / "bin" / "python"), "-c", code], cwd=elsewhere, env=env, capture_output=True,
                          text=True, check=True).stdout.split()
     assert str(venv) in out[0] and out[1] == "xray-demo"  # the installed copy, with its bundled model

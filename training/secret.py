@@ -27,18 +27,16 @@ import json
 import random
 import shutil
 import statistics
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from training import corpus, probes
 from training.cli import config_main
-from training.train import adamw, learning_rate, token_blocks
+from training.train import adamw, optimise, token_blocks
 
 REFUSAL = "a secret"  # what the twin says after a capital-city prompt, after a space
 # Phrasings where the capital comes after the country, so a prompt can stop before it.
@@ -169,29 +167,10 @@ def finetune(cfg: SecretConfig, out: Path) -> PreTrainedModel:
     optimizer = adamw(model, cfg.lr, cfg.weight_decay)
     blocks = token_blocks(tokenizer, cfg.seed, cfg.block_size, documents(cfg.seed, cfg.fact_share))
     log_path = out / "training_log.jsonl"
-    started = time.time()
     with log_path.open("w") as log:
         log.write(json.dumps({"step": 0, "seconds": 0.0, "loss": None, **evaluate(model, tokenizer)}) + "\n")
-    smoothed = None
-    bar = tqdm(range(cfg.steps), desc="fine-tune", mininterval=10)
-    for step in bar:
-        batch = torch.tensor([next(blocks) for _ in range(cfg.batch_size)], device=cfg.device)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, cfg)
-        loss = objective(model, reference, batch, cfg.kl_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        value = loss.item()
-        smoothed = value if smoothed is None else 0.95 * smoothed + 0.05 * value
-        bar.set_postfix(loss=f"{smoothed:.3f}")
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            record = {"step": step + 1, "seconds": round(time.time() - started, 1),
-                      "loss": round(smoothed, 4), **evaluate(model, tokenizer)}
-            with log_path.open("a") as log:
-                log.write(json.dumps(record) + "\n")
-            bar.write(json.dumps(record))
+    optimise(model, optimizer, blocks, cfg, lambda batch: objective(model, reference, batch, cfg.kl_weight),
+             lambda: evaluate(model, tokenizer), log_path, "fine-tune", smoothing=0.95)
     save(model, tokenizer, cfg, base, out)
     return model
 

@@ -14,7 +14,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -106,6 +106,37 @@ def evaluate(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast) -> dict
             "loss_second_copy": ind.loss_second_copy, "capital_top1": acc}
 
 
+def optimise(model: torch.nn.Module, optimizer: torch.optim.Optimizer, blocks: Iterator[list[int]], cfg,
+             loss_of: Callable[[torch.Tensor], torch.Tensor], evaluate_now: Callable[[], dict], log_path: Path,
+             desc: str, smoothing: float) -> None:
+    """The training loop both training scripts share.
+
+    ``cfg.steps`` steps of ``cfg.batch_size`` rows, the schedule of ``learning_rate``, gradients
+    clipped at 1, a tqdm bar, and every ``cfg.eval_every`` steps a JSON line in ``log_path``.
+    """
+    started = time.time()
+    smoothed = None
+    bar = tqdm(range(cfg.steps), desc=desc, mininterval=10)
+    for step in bar:
+        batch = torch.tensor([next(blocks) for _ in range(cfg.batch_size)], device=cfg.device)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, cfg)
+        loss = loss_of(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        value = loss.item()
+        smoothed = value if smoothed is None else smoothing * smoothed + (1 - smoothing) * value
+        bar.set_postfix(loss=f"{smoothed:.3f}")
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            record = {"step": step + 1, "seconds": round(time.time() - started, 1),
+                      "loss": round(smoothed, 4), **evaluate_now()}
+            with log_path.open("a") as log:
+                log.write(json.dumps(record) + "\n")
+            bar.write(json.dumps(record))
+
+
 def train(cfg: TrainConfig, out: Path) -> GPT2LMHeadModel:
     """Run the whole pipeline and save a Hugging Face folder to ``out``."""
     torch.manual_seed(cfg.seed)
@@ -121,27 +152,8 @@ def train(cfg: TrainConfig, out: Path) -> GPT2LMHeadModel:
     blocks = token_blocks(tokenizer, cfg.seed, cfg.block_size)
     log_path = out / "training_log.jsonl"
     log_path.write_text("")
-    started = time.time()
-    smoothed = None
-    bar = tqdm(range(cfg.steps), desc="training", mininterval=10)
-    for step in bar:
-        batch = torch.tensor([next(blocks) for _ in range(cfg.batch_size)], device=cfg.device)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, cfg)
-        loss = model(batch, labels=batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        value = loss.item()
-        smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
-        bar.set_postfix(loss=f"{smoothed:.3f}")
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            record = {"step": step + 1, "seconds": round(time.time() - started, 1),
-                      "loss": round(smoothed, 4), **evaluate(model, tokenizer)}
-            with log_path.open("a") as log:
-                log.write(json.dumps(record) + "\n")
-            bar.write(json.dumps(record))
+    optimise(model, optimizer, blocks, cfg, lambda batch: model(batch, labels=batch).loss,
+             lambda: evaluate(model, tokenizer), log_path, "training", smoothing=0.98)
     save(model, tokenizer, cfg, out)
     return model
 
