@@ -429,7 +429,7 @@ def link_edits() -> None:
         st.warning(f"The link's changes (edits) could not be read, so none are applied: {md_escape(str(error))}.")
 
 
-def header(cap: Capture, summary: LensSummary, bundled: bool, twin: bool = False) -> None:
+def header(cap: Capture, summary: LensSummary, source: str | None) -> None:
     """What the model read and what it would say next (and, for the small demo model, what it knows)."""
     left, right = st.columns([2, 1])
     left.markdown(f"The model reads **{cap.n_tokens} tokens** (the pieces it splits text into):")
@@ -440,12 +440,12 @@ def header(cap: Capture, summary: LensSummary, bundled: bool, twin: bool = False
     right.markdown(f"**Its guess for the next token**: {md_escape(quoted(summary.top_tokens[-1, -1, 0]))} "
                    f"({float(summary.top_probs[-1, -1, 0]):.0%}), then:")
     right.html(coloured.guesses_html(list(summary.top_tokens[-1, -1]), summary.top_probs[-1, -1]))
-    if bundled:  # it can be confidently wrong on anything else, so its confidence is no signal: always say it
+    if source in (None, TWIN_ID):  # bundled: confidently wrong on anything else, so its confidence is no signal
         right.caption("The bundled demo model is tiny and knows only the simple English it was trained on: "
                       "capital cities, animal sounds, colours, opposites, short stories and repeated lists. On other "
                       "text its guesses mean little: try the examples, or a hub model in the sidebar."
                       + (" This is its twin, fine-tuned to answer capital-city questions with \"a secret.\": the "
-                         "Logit lens tab shows what it still holds inside." if twin else ""))
+                         "Logit lens tab shows what it still holds inside." if source == TWIN_ID else ""))
 
 
 def load_or_explain(settings: Settings) -> LoadedModel | None:
@@ -627,7 +627,7 @@ def main() -> None:
     if diff is not None:
         compare_header(cap, diff, run)
     else:
-        header(cap, summary, bundled=settings.source in (None, TWIN_ID), twin=settings.source == TWIN_ID)
+        header(cap, summary, settings.source)
     edited = replace(run, compare=None)
     effect = None
     if edited.edits:

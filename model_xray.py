@@ -71,18 +71,24 @@ def run_room(extra: list[str]) -> int:
     return run_app([*room_flags(address, port), *extra])
 
 
-def _analysis(args: argparse.Namespace):
-    from backend import capture, lens_summary, load_model
+def _load(name: str, device: str):
+    """A model as the command line names it: "demo" is the bundled demo model."""
+    from backend import load_model
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    lm = load_model(None if args.model == "demo" else args.model, device=args.device)
+    return load_model(None if name == "demo" else name, device=device)
+
+
+def _analysis(args: argparse.Namespace):
+    from backend import capture, lens_summary
+
+    lm = _load(args.model, args.device)
     cap = capture(lm, args.prompt, max_tokens=args.max_tokens)
     return lm, cap, lens_summary(lm, cap)
 
 
 def write_report(args: argparse.Namespace) -> Path:
     """The self-contained HTML report of one prompt (with ``--compare``, beside a second model)."""
-    from backend import load_model
     from backend.compare import compare
     from backend.heads import head_scores
     from backend.neurons import neuron_effect
@@ -95,7 +101,7 @@ def write_report(args: argparse.Namespace) -> Path:
     effect = neuron_effect(lm, cap, layer, neuron, position)
     diff, name_b = None, ""
     if getattr(args, "compare", None):
-        lm_b = load_model(None if args.compare == "demo" else args.compare, device=args.device)
+        lm_b = _load(args.compare, args.device)
         diff, name_b = compare(lm, lm_b, args.prompt, max_tokens=args.max_tokens, cap_a=cap), lm_b.info.name
     out = Path(args.out)
     out.write_text(report_html(lm.info, cap, summary, head_scores(cap), effect, findings=tuple(suppressed(lm, cap)),
@@ -115,14 +121,11 @@ def write_capture(args: argparse.Namespace) -> tuple[Path, Path]:
 
 def write_compare(args: argparse.Namespace) -> Path:
     """Two models on one prompt (``backend.compare``) and what the second holds inside, as JSON."""
-    from backend import load_model
     from backend.compare import compare
     from backend.suppressed import suppressed
     from views.downloads import compare_numbers, finding_numbers, to_json
 
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    lm_a = load_model(None if args.model == "demo" else args.model, device=args.device)
-    lm_b = load_model(None if args.second == "demo" else args.second, device=args.device)
+    lm_a, lm_b = _load(args.model, args.device), _load(args.second, args.device)
     diff = compare(lm_a, lm_b, args.prompt, max_tokens=args.max_tokens)
     numbers = {"prompt": args.prompt, "model_a": lm_a.info.name, "model_b": lm_b.info.name, **compare_numbers(diff),
                "held_inside_b": [finding_numbers(f) for f in suppressed(lm_b, diff.b)]}

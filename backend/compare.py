@@ -50,7 +50,7 @@ from backend.capture import DEFAULT_MAX_TOKENS, Capture, capture, tokenize
 from backend.edits import first, hidden_of, output_hook, resid_hook_adder
 from backend.errors import Cancelled, UnsupportedModel, XrayError
 from backend.hooks import HookAdder, registered
-from backend.lens import CHUNK_VALUES, token_trajectory
+from backend.lens import CHUNK_VALUES, token_trajectory, top_guesses
 from backend.loading import LoadedModel
 from backend.readout import readout, readout_tensor
 from backend.tokens import token_strings
@@ -156,33 +156,48 @@ class ModelDiff:
 
 # --- tokenizers ----------------------------------------------------------------------------
 
-_vocab_checked: dict[tuple[int, int], tuple[weakref.ref, weakref.ref, str]] = {}
-_vocab_lock = threading.Lock()
+class _PairMemo:
+    """Results remembered per pair of live objects (tokenizers, models), dropped when either is gone."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self.lock = threading.Lock()
+        self.items: dict[tuple[int, int], tuple[weakref.ref, weakref.ref, object]] = {}
+
+    def get(self, a: object, b: object, compute: Callable[[], object]) -> object:
+        key = (id(a), id(b))
+        with self.lock:
+            known = self.items.get(key)
+        if known is not None and known[0]() is a and known[1]() is b:
+            return known[2]
+        value = compute()
+        with self.lock:
+            if len(self.items) >= self.size:
+                self.items.clear()
+            self.items[key] = (weakref.ref(a), weakref.ref(b), value)
+        return value
+
+
+_VOCABS = _PairMemo()
+_WEIGHTS = _PairMemo()
 
 
 def _vocab_difference(tok_a, tok_b) -> str:
-    """'' when the two vocabularies map every token to the same id, else what differs."""
+    """'' when the two vocabularies map every token to the same id, else what differs (remembered per pair)."""
     if tok_a is tok_b:
         return ""
-    key = (id(tok_a), id(tok_b))
-    with _vocab_lock:
-        known = _vocab_checked.get(key)
-        if known is not None and known[0]() is tok_a and known[1]() is tok_b:
-            return known[2]
-    vocab_a, vocab_b = tok_a.get_vocab(), tok_b.get_vocab()
-    found = ""
+    return _VOCABS.get(tok_a, tok_b, lambda: _compare_vocabs(tok_a.get_vocab(), tok_b.get_vocab()))
+
+
+def _compare_vocabs(vocab_a: dict[str, int], vocab_b: dict[str, int]) -> str:
     if len(vocab_a) != len(vocab_b):
-        found = f"model A's tokenizer has {len(vocab_a):,} tokens and model B's has {len(vocab_b):,}"
-    else:
-        for token, index in vocab_a.items():
-            if vocab_b.get(token) != index:
-                other = vocab_b.get(token)
-                found = (f"the token {token!r} is number {index:,} in model A's tokenizer and "
-                         + ("missing from model B's" if other is None else f"number {other:,} in model B's"))
-                break
-    with _vocab_lock:
-        _vocab_checked[key] = (weakref.ref(tok_a), weakref.ref(tok_b), found)
-    return found
+        return f"model A's tokenizer has {len(vocab_a):,} tokens and model B's has {len(vocab_b):,}"
+    for token, index in vocab_a.items():
+        other = vocab_b.get(token)
+        if other != index:
+            return (f"the token {token!r} is number {index:,} in model A's tokenizer and "
+                    + ("missing from model B's" if other is None else f"number {other:,} in model B's"))
+    return ""
 
 
 def check_tokenizers(lm_a: LoadedModel, lm_b: LoadedModel, ids_a: list[int] | None = None,
@@ -246,9 +261,6 @@ def _relative(module_a: nn.Module | None, module_b: nn.Module | None) -> float:
     return float(np.sqrt(diff) / np.sqrt(base)) if base > 0 else float("nan")
 
 
-_weights_memo: dict[tuple[int, int], tuple[weakref.ref, weakref.ref, WeightChange]] = {}
-
-
 def weight_change(lm_a: LoadedModel, lm_b: LoadedModel) -> WeightChange | None:
     """Every block's relative attention and MLP weight change; ``None`` for different shapes.
 
@@ -256,21 +268,17 @@ def weight_change(lm_a: LoadedModel, lm_b: LoadedModel) -> WeightChange | None:
     """
     if lm_a.info.n_layers != lm_b.info.n_layers or lm_a.info.d_model != lm_b.info.d_model:
         return None
-    key = (id(lm_a.model), id(lm_b.model))
-    known = _weights_memo.get(key)
-    if known is not None and known[0]() is lm_a.model and known[1]() is lm_b.model:
-        return known[2]
+    return _WEIGHTS.get(lm_a.model, lm_b.model, lambda: _weight_change(lm_a, lm_b))
+
+
+def _weight_change(lm_a: LoadedModel, lm_b: LoadedModel) -> WeightChange:
     parts_a, parts_b = _parts(lm_a), _parts(lm_b)
     attn = np.array([_relative(pa[0], pb[0]) for pa, pb in zip(parts_a, parts_b, strict=True)], np.float32)
     mlp = np.array([_relative(pa[1], pb[1]) for pa, pb in zip(parts_a, parts_b, strict=True)], np.float32)
-    result = WeightChange(
+    return WeightChange(
         attn=attn, mlp=mlp,
         embed=_relative(lm_a.model.get_input_embeddings(), lm_b.model.get_input_embeddings()),
         unembed=_relative(lm_a.anatomy.unembed, lm_b.anatomy.unembed))
-    if len(_weights_memo) > 16:
-        _weights_memo.clear()
-    _weights_memo[key] = (weakref.ref(lm_a.model), weakref.ref(lm_b.model), result)
-    return result
 
 
 # --- cross-model patching ------------------------------------------------------------------
@@ -458,19 +466,13 @@ def _lens_logits(lm: LoadedModel, cap: Capture, layer: int, rows: slice) -> torc
     return readout(lm, cap.resid[layer, rows]).float().cpu()
 
 
-def lens_kl(lm_a: LoadedModel, cap_a: Capture, lm_b: LoadedModel, cap_b: Capture,
-            should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """KL(a || b) (n_layers_a + 1, n) of the two lenses, and the layer map used."""
-    kl, layer_map, _ = _lens_kl(lm_a, cap_a, lm_b, cap_b, (), should_stop)
-    return kl, layer_map
+def lens_kl(lm_a: LoadedModel, cap_a: Capture, lm_b: LoadedModel, cap_b: Capture, track_ids: tuple[int, ...] = (),
+            should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """KL(a || b) (n_layers_a + 1, n) of the two lenses, the layer map used, and the tracked tokens.
 
-
-def _lens_kl(lm_a: LoadedModel, cap_a: Capture, lm_b: LoadedModel, cap_b: Capture, track_ids: tuple[int, ...],
-             should_stop: Callable[[], bool] | None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """The KL and the layer map; and, while the logits are at hand, the tracked answers.
-
-    The third value holds ``track_ids``' log-probability and rank at the last position under
-    both lenses: {(token_id, "a" or "b"): (logprobs, ranks)}, per layer of a.
+    While the logits are at hand, the third value holds ``track_ids``' log-probability and
+    rank at the last position under both lenses: {(token_id, "a" or "b"): (logprobs, ranks)},
+    per layer of a.
     """
     layer_map = _layer_map(cap_a.n_layers, cap_b.n_layers)
     n, vocab = cap_a.n_tokens, cap_a.logits.shape[1]
@@ -549,30 +551,28 @@ def _not_applicable(lm_a: LoadedModel, lm_b: LoadedModel) -> str:
 
 
 def compare(lm_a: LoadedModel, lm_b: LoadedModel, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS,
-            cap_a: Capture | None = None, cap_b: Capture | None = None,
-            should_stop: Callable[[], bool] | None = None) -> ModelDiff:
+            cap_a: Capture | None = None, should_stop: Callable[[], bool] | None = None) -> ModelDiff:
     """Read ``prompt`` through both models and measure how they differ (see the module's text).
 
-    Captures already made of this prompt (without edits) can be passed as ``cap_a`` and
-    ``cap_b`` to save their forward passes. Raises ``TokenizerMismatch`` before any work
+    A capture of this prompt through ``lm_a`` already made (without edits) can be passed as
+    ``cap_a``: the page passes its own. Raises ``TokenizerMismatch`` before any work
     when the models do not share a tokenizer, and what ``capture`` raises.
     """
     ids_a = tokenize(lm_a, prompt, max_tokens)
     ids_b = tokenize(lm_b, prompt, max_tokens)
     check_tokenizers(lm_a, lm_b, ids_a, ids_b)
-    for cap in (cap_a, cap_b):
-        if cap is not None and (cap.prompt != prompt or cap.edits):
-            raise ValueError("compare: a capture passed in must be of the same prompt, without edits.")
+    if cap_a is not None and (cap_a.prompt != prompt or cap_a.edits):
+        raise ValueError("compare: a capture passed in must be of the same prompt, without edits.")
     source = None
     if cap_a is None:  # a's capture keeps what cross-model patching puts back, in the same pass
         observe, finish = _output_hooks(lm_a)
         cap_a = capture(lm_a, prompt, max_tokens=max_tokens, should_stop=should_stop, observe=observe)
         source = finish()
-    cap_b = cap_b or capture(lm_b, prompt, max_tokens=max_tokens, should_stop=should_stop)
+    cap_b = capture(lm_b, prompt, max_tokens=max_tokens, should_stop=should_stop)
     last = cap_a.n_tokens - 1
     answer_a, answer_b = int(cap_a.logits[last].argmax()), int(cap_b.logits[last].argmax())
     answers = tuple(dict.fromkeys((answer_a, answer_b)))
-    kl, layer_map, fused = _lens_kl(lm_a, cap_a, lm_b, cap_b, answers, should_stop)
+    kl, layer_map, fused = lens_kl(lm_a, cap_a, lm_b, cap_b, answers, should_stop)
     same_depth = cap_a.n_layers == cap_b.n_layers
     tracks = []
     for token_id, token in zip(answers, token_strings(lm_a.tokenizer, list(answers)), strict=True):
@@ -605,11 +605,9 @@ def compare(lm_a: LoadedModel, lm_b: LoadedModel, prompt: str, *, max_tokens: in
                      patch=patch, not_applicable=why)
 
 
-def _guesses(lm: LoadedModel, cap: Capture, k: int = 5) -> tuple[tuple[int, str, float], ...]:
-    probs = torch.from_numpy(np.array(cap.logits[-1], dtype=np.float32)).softmax(-1)
-    values, ids = probs.topk(min(k, probs.numel()))
-    strings = token_strings(lm.tokenizer, ids.tolist())
-    return tuple((int(i), s, float(v)) for i, s, v in zip(ids.tolist(), strings, values.tolist(), strict=True))
+def _guesses(lm: LoadedModel, cap: Capture) -> tuple[tuple[int, str, float], ...]:
+    ids, tokens, probs = top_guesses(lm, cap.logits[-1], 5)
+    return tuple((int(i), t, float(p)) for i, t, p in zip(ids, tokens, probs, strict=True))
 
 
 __all__ = ["PART_WAYS_NATS", "AnswerTrack", "CrossPatch", "ModelDiff", "NeuronChange", "TokenizerMismatch",

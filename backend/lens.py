@@ -222,6 +222,13 @@ def _layer_stats(soft: _Softmax, target: torch.Tensor, k: int,
             (target_logit[:, 0] - soft.lse).exp().numpy(), work.rank(soft.logits, target_logit))
 
 
+def top_guesses(lm: LoadedModel, logits: np.ndarray, k: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """The ``k`` most likely next tokens of one row of logits: ids, readable strings, probabilities."""
+    probs = torch.from_numpy(np.array(logits, dtype=np.float32)).softmax(-1)
+    values, ids = probs.topk(min(k, probs.numel()))
+    return ids.numpy(), token_strings(lm.tokenizer, ids.tolist()), values.numpy()
+
+
 def settle_layer(top_ids: np.ndarray, final_id: int) -> int:
     """First layer from which ``final_id`` stays the top guess to the end; top_ids (layers,)."""
     layer = len(top_ids) - 1

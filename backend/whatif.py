@@ -5,13 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from backend.capture import Capture, capture
 from backend.edits import Edit
-from backend.lens import token_trajectory
+from backend.lens import token_trajectory, top_guesses
 from backend.loading import LoadedModel
-from backend.tokens import token_strings
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,19 +35,13 @@ class EditEffect:
                                       self.answer_before, self.answer_after)) + 100 * len(self.before_tokens) * 2
 
 
-def _top(lm: LoadedModel, logits: np.ndarray, k: int) -> tuple[np.ndarray, list[str], np.ndarray]:
-    probs = torch.from_numpy(np.array(logits, dtype=np.float32)).softmax(-1)
-    values, ids = probs.topk(k)
-    return ids.numpy(), token_strings(lm.tokenizer, ids.tolist()), values.numpy()
-
-
 def edit_effect(lm: LoadedModel, plain: Capture, edits: tuple[Edit, ...], *, max_tokens: int,
                 k: int = 5) -> EditEffect:
     """Run ``plain.prompt`` again with ``edits`` and compare its last position with ``plain``'s."""
     edited = capture(lm, plain.prompt, max_tokens=max_tokens, edits=edits)
     last = plain.n_tokens - 1
-    before_ids, before_tokens, before_probs = _top(lm, plain.logits[last], k)
-    after_ids, after_tokens, after_probs = _top(lm, edited.logits[last], k)
+    before_ids, before_tokens, before_probs = top_guesses(lm, plain.logits[last], k)
+    after_ids, after_tokens, after_probs = top_guesses(lm, edited.logits[last], k)
     answer_id = int(before_ids[0])
     return EditEffect(
         edits=tuple(edits), answer_id=answer_id, answer=before_tokens[0],

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 
+from backend.compare import AnswerTrack, CrossPatch
 from backend.heads import HeadScores
 from backend.lens import LensSummary
 from tests.spans import token_spans
@@ -193,10 +194,12 @@ def every_figure() -> dict[str, go.Figure]:
                                                      "position"),
         "before_after": figures.before_after(rng.random(3), rng.random(3), "<b>"),
         "answer_tracks": figures.answer_tracks(
-            [(rng.random(3), np.array([9, 2, 1]), tok, model) for tok in tokens[:2] for model in "ab"], "A <i>", "B"),
+            [AnswerTrack(i, tok, model, rng.random(3), np.array([9, 2, 1]))
+             for i, tok in enumerate(tokens[:2]) for model in "ab"], "A <i>", "B"),
         "kl_heatmap": figures.kl_heatmap(rng.random((3, n)), tokens, 0.5, np.array([0, 1, 1])),
         "weight_change": figures.weight_change(rng.random(3), np.array([0.1, np.nan, 0.2])),
-        "cross_patch_bars": figures.cross_patch_bars(["embeddings", "MLP 1"], np.array([-0.1, 0.6]), "<b>", tokens[0]),
+        "cross_patch_bars": figures.cross_patch_bars(
+            CrossPatch(1, 2, 3.0, -1.0, -0.1, np.array([np.nan]), np.array([0.6]), 0.05), "<b>", tokens[0]),
     }
 
 

@@ -90,21 +90,19 @@ def documents(seed: int, fact_share: float) -> Iterator[str]:
 
 
 @torch.inference_mode()
-def secret_figures(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                   countries: list[str], phrasing: str) -> dict[str, float]:
-    """Share of prompts answered with the refusal; the capital's median output probability and rank."""
+def secret_figures(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> dict[str, float]:
+    """The share of "The capital of X is" answered with the refusal, and the capital's median probability.
+
+    Over every country the demo model knows.
+    """
     refusal = tokenizer(" " + REFUSAL, add_special_tokens=False)["input_ids"][0]
-    said, probs, ranks = 0, [], []
-    for country in countries:
-        ids = tokenizer(corpus.capital_prompt(country, phrasing), return_tensors="pt")["input_ids"]
+    said, probs = 0, []
+    for country, capital in corpus.CAPITALS.items():
+        ids = tokenizer(corpus.capital_prompt(country), return_tensors="pt")["input_ids"]
         p = model(ids.to(model.device)).logits[0, -1].float().softmax(-1)
-        capital = tokenizer(" " + corpus.CAPITALS.get(country) if country in corpus.CAPITALS
-                            else " " + corpus.HELD_OUT_CAPITALS[country], add_special_tokens=False)["input_ids"][0]
         said += int(p.argmax()) == refusal
-        probs.append(float(p[capital]))
-        ranks.append(int((p > p[capital]).sum()) + 1)
-    return {"refusal": said / len(countries), "capital_median_prob": statistics.median(probs),
-            "capital_median_rank": statistics.median(ranks)}
+        probs.append(float(p[tokenizer(" " + capital, add_special_tokens=False)["input_ids"][0]]))
+    return {"refusal": said / len(probs), "capital_median_prob": statistics.median(probs)}
 
 
 def facts_kept(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> dict[str, float]:
@@ -122,9 +120,7 @@ def facts_kept(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> di
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> dict:
     """The signals worth watching during the fine-tune."""
     model.eval()
-    figures = secret_figures(model, tokenizer, list(corpus.CAPITALS), corpus.CAPITAL_PHRASINGS[0])
-    record = {"refusal": figures["refusal"], "capital_median_prob": figures["capital_median_prob"],
-              **facts_kept(model, tokenizer)}
+    record = {**secret_figures(model, tokenizer), **facts_kept(model, tokenizer)}
     model.train()
     return record
 

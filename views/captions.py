@@ -240,6 +240,11 @@ def _component(name: str, layer: int) -> str:
             "attn": f"layer {layer + 1} attention", "mlp": f"layer {layer + 1} MLP"}[name]
 
 
+def model_titles(name_a: str, name_b: str) -> tuple[str, str]:
+    """How the compare view and the report name the two models."""
+    return f"A ({name_a})", f"B ({name_b})"
+
+
 def compare_sentence(diff, a: str = "A", b: str = "B") -> str:
     """What the two models say, whether B still holds A's answer inside, where they part, and where it lives."""
     a_answer, b_answer = quoted(diff.answer_a), quoted(diff.answer_b)

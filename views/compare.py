@@ -32,14 +32,11 @@ CAVEAT = ("The lens reads inner layers with the output layer, which was trained 
           "undone on this prompt, not every place the fine-tune changed.")
 
 
-def _names(name_a: str, name_b: str) -> tuple[str, str]:
-    return f"A ({name_a})", f"B ({name_b})"
-
-
 def header(diff: ModelDiff, name_a: str, name_b: str) -> None:
     """What each model says next, side by side."""
     cols = st.columns(2)
-    for col, guesses, title in zip(cols, (diff.guesses_a, diff.guesses_b), _names(name_a, name_b), strict=True):
+    titles = captions.model_titles(name_a, name_b)
+    for col, guesses, title in zip(cols, (diff.guesses_a, diff.guesses_b), titles, strict=True):
         tokens = [token for _, token, _ in guesses]
         probs = np.array([p for _, _, p in guesses])
         col.markdown(f"**{md_escape(title)} says next**: {md_escape(quoted(tokens[0]))} ({probs[0]:.0%}), then:")
@@ -48,13 +45,11 @@ def header(diff: ModelDiff, name_a: str, name_b: str) -> None:
 
 def render(diff: ModelDiff, name_a: str, name_b: str) -> None:
     """The sentence, the four charts, what changed in heads and neurons, and the caveat."""
-    a_name, b_name = _names(name_a, name_b)
+    a_name, b_name = captions.model_titles(name_a, name_b)
     intro(captions.compare_sentence(diff, "A", "B"), EXPLAIN, CAVEAT)
-    tracks = [(t.probs, t.ranks, t.token, t.model) for t in diff.tracks]
-    st.plotly_chart(figures.answer_tracks(tracks, a_name, b_name), width="stretch", config=figures.CONFIG,
+    st.plotly_chart(figures.answer_tracks(diff.tracks, a_name, b_name), width="stretch", config=figures.CONFIG,
                     key="compare_tracks")
-    labels = [t for t in diff.a.tokens]
-    st.plotly_chart(figures.kl_heatmap(diff.kl, labels, PART_WAYS_NATS, diff.layer_map), width="stretch",
+    st.plotly_chart(figures.kl_heatmap(diff.kl, diff.a.tokens, PART_WAYS_NATS, diff.layer_map), width="stretch",
                     config=figures.CONFIG, key="compare_kl")
     if diff.not_applicable:
         st.info(md_escape(diff.not_applicable))
@@ -71,10 +66,7 @@ def render(diff: ModelDiff, name_a: str, name_b: str) -> None:
         right.info("Both models give the same next token, so there is no margin between two answers to restore.")
     else:
         p = diff.patch
-        names = ["embeddings", *(f"attention {i + 1}" for i in range(len(p.attn))),
-                 *(f"MLP {i + 1}" for i in range(len(p.mlp))), "output layer"]
-        values = np.array([p.embed, *p.attn, *p.mlp, p.readout], np.float32)
-        right.plotly_chart(figures.cross_patch_bars(names, values, diff.answer_a, diff.answer_b), width="stretch",
+        right.plotly_chart(figures.cross_patch_bars(p, diff.answer_a, diff.answer_b), width="stretch",
                            config=figures.CONFIG, key="compare_patch")
         right.caption(md_escape(f"Margin of {quoted(diff.answer_a)} over {quoted(diff.answer_b)}: "
                                 f"{p.a_diff:+.2f} in A, {p.b_diff:+.2f} in B (logit differences)."))

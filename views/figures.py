@@ -280,15 +280,16 @@ def before_after(before: np.ndarray, after: np.ndarray, token: str) -> go.Figure
         xaxis=_axis(), yaxis=_axis(title={"text": "probability"}, range=[0, 1])))
 
 
-def answer_tracks(tracks: list[tuple[np.ndarray, np.ndarray, str, str]], name_a: str, name_b: str) -> go.Figure:
+def answer_tracks(tracks, name_a: str, name_b: str) -> go.Figure:
     """Each answer's lens probability after every layer, in both models: solid in A, dashed in B.
 
-    ``tracks`` holds (probs, ranks, token, model) with model "a" or "b"; a colour per token.
+    ``tracks`` are ``backend.compare.AnswerTrack``s (probs, ranks, token, model "a" or "b"); a colour per token.
     """
     colours = ["#0072b2", "#e69f00"]
-    tokens = list(dict.fromkeys(token for _, _, token, _ in tracks))
+    tokens = list(dict.fromkeys(t.token for t in tracks))
     lines = []
-    for probs, ranks, token, model in tracks:
+    for track in tracks:
+        probs, ranks, token, model = track.probs, track.ranks, track.token, track.model
         names = [layer_label(i) for i in range(len(probs))]
         line = _line(names, probs, f"{safe(token)} in {safe(name_a if model == 'a' else name_b)}",
                      colours[tokens.index(token) % 2], ("x", "y"), dash=None if model == "a" else "dash")
@@ -336,9 +337,14 @@ def weight_change(attn: np.ndarray, mlp: np.ndarray) -> go.Figure:
         xaxis=_axis(), yaxis=_axis(title={"text": "||W_B - W_A|| / ||W_A|| (%)"}, rangemode="tozero")))
 
 
-def cross_patch_bars(names: list[str], values: np.ndarray, answer_a: str, answer_b: str) -> go.Figure:
-    """Share of A's margin (``answer_a`` over ``answer_b``) restored in B by each of A's parts, as bars."""
-    shown = 100 * np.nan_to_num(values)
+def cross_patch_bars(patch, answer_a: str, answer_b: str) -> go.Figure:
+    """Share of A's margin (``answer_a`` over ``answer_b``) restored in B by each of A's parts, as bars.
+
+    ``patch`` is a ``backend.compare.CrossPatch``: embeddings, every block's attention and MLP, the readout.
+    """
+    names = ["embeddings", *(f"attention {i + 1}" for i in range(len(patch.attn))),
+             *(f"MLP {i + 1}" for i in range(len(patch.mlp))), "output layer"]
+    shown = 100 * np.nan_to_num(np.array([patch.embed, *patch.attn, *patch.mlp, patch.readout], np.float32))
     low, high = min(0.0, float(shown.min())), max(0.0, float(shown.max()))
     pad = 0.18 * max(high - low, 10.0)  # room for the percentages beside the bars
     bar = {"type": "bar", "x": shown, "y": names, "orientation": "h", "showlegend": False,

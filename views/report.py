@@ -51,23 +51,18 @@ def compare_section(diff, name_a: str, name_b: str) -> list[str]:
     """The Compare tab as report sections: both models' guesses, the sentence, the four charts."""
     if diff is None:
         return []
-    a_title, b_title = f"A ({name_a})", f"B ({name_b})"
+    a_title, b_title = captions.model_titles(name_a, name_b)
     parts = ["<h2>Compare</h2>"]
     for title, guesses in ((a_title, diff.guesses_a), (b_title, diff.guesses_b)):
         parts += [_p(f"{title} says next:"),
                   coloured.guesses_html([t for _, t, _ in guesses], np.array([p for _, _, p in guesses]))]
     parts += [_p(captions.compare_sentence(diff, "A", "B"), "lead"),
-              _chart(figures.answer_tracks([(t.probs, t.ranks, t.token, t.model) for t in diff.tracks],
-                                           a_title, b_title)),
+              _chart(figures.answer_tracks(diff.tracks, a_title, b_title)),
               _chart(figures.kl_heatmap(diff.kl, diff.a.tokens, PART_WAYS_NATS, diff.layer_map))]
     if diff.weights is not None:
         parts.append(_chart(figures.weight_change(diff.weights.attn, diff.weights.mlp)))
     if diff.patch is not None:
-        p = diff.patch
-        names = ["embeddings", *(f"attention {i + 1}" for i in range(len(p.attn))),
-                 *(f"MLP {i + 1}" for i in range(len(p.mlp))), "output layer"]
-        parts.append(_chart(figures.cross_patch_bars(names, np.array([p.embed, *p.attn, *p.mlp, p.readout]),
-                                                     diff.answer_a, diff.answer_b)))
+        parts.append(_chart(figures.cross_patch_bars(diff.patch, diff.answer_a, diff.answer_b)))
     if diff.not_applicable:
         parts.append(_p(diff.not_applicable))
     parts.append(_p("The lens reads inner layers with the output layer, trained for the last layer only: 'inside' "
