@@ -88,24 +88,38 @@ def _analysis(args: argparse.Namespace):
 
 
 def write_report(args: argparse.Namespace) -> Path:
-    """The self-contained HTML report of one prompt (with ``--compare``, beside a second model)."""
+    """The self-contained HTML report of one prompt (with ``--compare``, beside a second model).
+
+    The views are at their opening choices, as the page first draws them.
+    """
     from backend.compare import compare
     from backend.heads import head_scores
+    from backend.lens import token_trajectory
+    from backend.loading import TWIN_ID
     from backend.neurons import neuron_effect
     from backend.suppressed import suppressed
-    from views.report import report_html, top_neuron
+    from views.content import attention, header, lens, neurons
+    from views.content import compare as compare_view
+    from views.report import report_html
 
     lm, cap, summary = _analysis(args)
-    layer = cap.n_layers - 1
-    position, neuron = top_neuron(cap, layer)
-    effect = neuron_effect(lm, cap, layer, neuron, position)
-    diff, name_b = None, ""
+    scores = head_scores(cap)
+    bundled = {"demo": "demo", TWIN_ID: "twin"}.get(args.model)
+    sections = [header.content(cap, summary, bundled).section()]
     if getattr(args, "compare", None):
         lm_b = _load(args.compare, args.device)
-        diff, name_b = compare(lm, lm_b, args.prompt, max_tokens=args.max_tokens, cap_a=cap), lm_b.info.name
+        diff = compare(lm, lm_b, args.prompt, max_tokens=args.max_tokens, cap_a=cap)
+        sections.append(compare_view.content(diff, lm.info.name, lm_b.info.name).section())
+    sections.append(attention.content(cap, scores, attention.defaults(cap, scores)).section())
+    lens_choices = lens.defaults(cap, summary)
+    trajectory = token_trajectory(lm, cap, lens_choices.token_id, [lens_choices.position])
+    sections.append(lens.content(cap, summary, suppressed(lm, cap), lens_choices,
+                                 (trajectory.probs[:, 0], trajectory.ranks[:, 0])).section())
+    chosen = neurons.defaults(cap)
+    effect = neuron_effect(lm, cap, chosen.layer, chosen.neuron, chosen.position)
+    sections.append(neurons.content(cap, chosen, effect).section())
     out = Path(args.out)
-    out.write_text(report_html(lm.info, cap, summary, head_scores(cap), effect, findings=tuple(suppressed(lm, cap)),
-                               diff=diff, name_b=name_b), encoding="utf-8")
+    out.write_text(report_html(lm.info, sections), encoding="utf-8")
     return out
 
 

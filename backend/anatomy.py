@@ -34,6 +34,9 @@ class Anatomy:
     d_mlp: int
     attn_out: tuple[nn.Module | None, ...] = ()  # per block: the attention output projection (heads in, d_model out)
     attention: tuple[nn.Module | None, ...] = ()  # per block: the attention module (returns output, weights)
+    mlp_in: tuple[nn.Module | None, ...] = ()  # per block: the module whose first input is the MLP's input
+    mlp_up: tuple[tuple[nn.Module, slice] | None, ...] = ()  # per block: the up projection and its up columns
+    norms: tuple[tuple[nn.Module, ...], ...] = ()  # per block: its norms outside attention, in order
 
 
 def text_config(model: PreTrainedModel):
@@ -101,12 +104,60 @@ def find_attn_out(block: nn.Module, d_model: int, n_heads: int) -> nn.Module | N
     return candidates[-1] if candidates else None
 
 
+def _mlp_candidates(block: nn.Module, d_model: int, d_mlp: int) -> list[nn.Module]:
+    """The block's linear layers outside attention that read ``d_model`` and write the MLP's width (or twice it)."""
+    inside_attention = {id(p) for att in _attention_modules(block) for p in att.modules()}
+    return [m for m in block.modules() if _is_linear(m) and id(m) not in inside_attention
+            and in_features(m) == d_model and _out_features(m) in (d_mlp, 2 * d_mlp)]
+
+
+def find_mlp_up(block: nn.Module, d_model: int, d_mlp: int) -> tuple[nn.Module, slice] | None:
+    """The MLP's up projection and the columns of its output that the neurons multiply (not the gate).
+
+    Ungated MLPs have one (GPT-2's ``c_fc``, ``fc1``, ``dense_h_to_4h``); gated ones a gate and an
+    ``up_proj``, or one fused projection whose second half is the up part (Phi-3's ``gate_up_proj``).
+    """
+    candidates = _mlp_candidates(block, d_model, d_mlp)
+    if not candidates:
+        return None
+    named = [m for m in candidates if _name_in(block, m).endswith("up_proj")]
+    chosen = named[0] if named else candidates[-1]
+    width = _out_features(chosen)
+    return chosen, slice(width - d_mlp, width)
+
+
+def _name_in(block: nn.Module, module: nn.Module) -> str:
+    return next((name for name, m in block.named_modules() if m is module), "")
+
+
+def find_mlp_in(block: nn.Module, mlp_out: nn.Module, d_model: int, d_mlp: int) -> nn.Module | None:
+    """The module whose first input is the MLP's input: the block's child holding the MLP, or its up projection.
+
+    Families with an MLP module (``mlp``) hook it; OPT keeps ``fc1`` and ``fc2`` loose in the block,
+    so its input is ``fc1``'s.
+    """
+    candidates = _mlp_candidates(block, d_model, d_mlp)
+    for child in block.children():
+        inside = {id(m) for m in child.modules()}
+        if id(mlp_out) in inside and child is not mlp_out and any(id(c) in inside for c in candidates):
+            return child
+    return candidates[0] if candidates else None
+
+
+def find_block_norms(block: nn.Module) -> tuple[nn.Module, ...]:
+    """The block's normalisation modules outside attention (q/k norms shape the pattern, not the stream)."""
+    inside_attention = {id(p) for att in _attention_modules(block) for p in att.modules()}
+    return tuple(m for m in block.modules() if id(m) not in inside_attention and _is_norm(m))
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return "norm" in type(module).__name__.lower() and not any(True for _ in module.children())
+
+
 def find_final_norm(model: PreTrainedModel, layers: tuple[nn.Module, ...]) -> nn.Module | None:
     """The last normalisation module of the decoder that sits outside every layer."""
     in_layers = {id(m) for layer in layers for m in layer.modules()}
-    norms = [m for m in model.modules()
-             if id(m) not in in_layers and "norm" in type(m).__name__.lower()
-             and not any(c for c in m.children())]
+    norms = [m for m in model.modules() if id(m) not in in_layers and _is_norm(m)]
     return norms[-1] if norms else None
 
 
@@ -145,13 +196,17 @@ def discover(model: PreTrainedModel) -> Anatomy:
     n_heads = int(config.num_attention_heads)
     layers = find_layers(model, n_layers)
     mlp_out = tuple(find_mlp_out(block, d_model, i) for i, block in enumerate(layers))
+    d_mlp = in_features(mlp_out[0])
     unembed = model.get_output_embeddings()
     if unembed is None:
         raise UnsupportedModel(f"{type(model).__name__} has no output embedding (LM head).")
     return Anatomy(
         layers=layers, mlp_out=mlp_out, final_norm=find_final_norm(model, layers),
         before_unembed=pre_unembed_transforms(model), unembed=unembed,
-        after_unembed=logit_transforms(model), d_mlp=in_features(mlp_out[0]),
+        after_unembed=logit_transforms(model), d_mlp=d_mlp,
         attn_out=tuple(find_attn_out(block, d_model, n_heads) for block in layers),
         attention=tuple(next(iter(_attention_modules(block)), None) for block in layers),
+        mlp_in=tuple(find_mlp_in(block, out, d_model, d_mlp) for block, out in zip(layers, mlp_out, strict=True)),
+        mlp_up=tuple(find_mlp_up(block, d_model, d_mlp) for block in layers),
+        norms=tuple(find_block_norms(block) for block in layers),
     )

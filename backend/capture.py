@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 import torch
-from torch import nn
 
+from backend import hooks
 from backend.buffers import POOL
-from backend.edits import Edit, check_edits, edit_hooks, first, hidden_of, resolve_edits
-from backend.errors import Cancelled, CaptureTooLarge, EmptyPrompt, PromptTooLong, UnsupportedModel
-from backend.hooks import eager_attention, registered
+from backend.edits import Edit, PromptSteering, check_edits, edit_actions
+from backend.errors import CaptureTooLarge, EmptyPrompt, PromptTooLong, UnsupportedModel
 from backend.loading import LoadedModel
 from backend.readout import readout_columns
+from backend.sites import Site
 from backend.tokens import token_strings
 
 DEFAULT_MAX_TOKENS = 512
@@ -95,14 +94,6 @@ def tokenize(lm: LoadedModel, prompt: str, max_tokens: int) -> list[int]:
     return ids
 
 
-def _rows(tensor: torch.Tensor, n: int, what: str) -> torch.Tensor:
-    """The (n, width) rows of an activation shaped (1, n, w) or flattened (n, w), detached."""
-    flat = tensor.detach().reshape(-1, tensor.shape[-1])
-    if flat.shape[0] != n:
-        raise UnsupportedModel(f"{what} has shape {tuple(tensor.shape)}; expected {n} token rows.")
-    return flat
-
-
 class _Buffers:
     """The capture's float32 arrays, allocated once; hooks copy each activation straight in.
 
@@ -118,25 +109,41 @@ class _Buffers:
         self.resid = POOL.empty((info.n_layers + 1, n, info.d_model))
         self.neurons = POOL.empty((info.n_layers, n, info.d_mlp))
         self.attention = POOL.empty((info.n_layers, info.n_heads, n, n))
-        self.seen: set[str] = set()
+        self.seen: set[tuple[str, int]] = set()
 
-    def save(self, name: str, index: int, tensor: torch.Tensor, what: str) -> None:
-        """Copy ``tensor`` into ``self.<name>[index]``; ``what`` names it in errors."""
+    def saver(self, name: str, index: int, what: str) -> Callable[[torch.Tensor], None]:
+        """A read-only action function copying a (1, n, width) value into ``self.<name>[index]``."""
         array = getattr(self, name)
-        rows = _rows(tensor, self.n, what)
-        if rows.shape[1] != array.shape[-1]:
-            raise UnsupportedModel(f"{what} has width {rows.shape[1]}; expected {array.shape[-1]}.")
-        torch.from_numpy(array[index]).copy_(rows)
-        self.seen.add((name, index))
 
-    def save_attention(self, layer: int, weights: torch.Tensor) -> None:
-        """Copy one layer's attention weights (1, heads, n, n) into place."""
-        _, n_heads, n, _ = self.attention.shape
-        if weights.shape[-3:] != (n_heads, n, n):
-            raise UnsupportedModel(f"Attention weights have shape {tuple(weights.shape)}; "
-                                   f"expected (1, {n_heads}, {n}, {n}).")
-        torch.from_numpy(self.attention[layer]).copy_(weights.detach().reshape(n_heads, n, n))
-        self.seen.add(("attention", layer))
+        def save(value: torch.Tensor) -> None:
+            if value.shape[1:] != array.shape[1:]:
+                raise UnsupportedModel(f"{what} has shape {tuple(value.shape)}; expected (1, {array.shape[1]}, "
+                                       f"{array.shape[2]}).")
+            torch.from_numpy(array[index]).copy_(value.detach()[0])
+            self.seen.add((name, index))
+        return save
+
+    def save_attention(self, layer: int) -> Callable[[torch.Tensor], None]:
+        """A read-only action function copying one layer's attention weights (1, heads, n, n) into place."""
+        def save(weights: torch.Tensor) -> None:
+            _, n_heads, n, _ = self.attention.shape
+            if weights.shape[-3:] != (n_heads, n, n):
+                raise UnsupportedModel(f"Attention weights have shape {tuple(weights.shape)}; "
+                                       f"expected (1, {n_heads}, {n}, {n}).")
+            torch.from_numpy(self.attention[layer]).copy_(weights.detach().reshape(n_heads, n, n))
+            self.seen.add(("attention", layer))
+        return save
+
+    def actions(self, lm: LoadedModel) -> list[hooks.Action]:
+        """Read the residual stream at every resid index, every block's neurons and attention pattern."""
+        actions = [hooks.Action(Site("resid", i), self.saver("resid", i, f"the residual at resid index {i}"))
+                   for i in range(lm.info.n_layers + 1)]
+        for i in range(lm.info.n_layers):
+            actions.append(hooks.Action(Site("neurons", i),
+                                        self.saver("neurons", i, f"the MLP hidden activation of block {i}")))
+            if lm.anatomy.attention and lm.anatomy.attention[i] is not None:
+                actions.append(hooks.Action(Site("pattern", i), self.save_attention(i)))
+        return actions
 
     def attention_missing(self) -> bool:
         """Whether some layer's attention weights were not seen."""
@@ -148,62 +155,19 @@ class _Buffers:
                 if (name, i) not in self.seen]
 
 
-def _hook_adders(lm: LoadedModel, buffers: _Buffers) -> list:
-    anatomy = lm.anatomy
-
-    def save_embed(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        buffers.save("resid", 0, hidden_of(args, kwargs), "the input of block 0")
-
-    def save_block(i: int):
-        def hook(module: nn.Module, args: tuple, output: object) -> None:
-            buffers.save("resid", i + 1, first(output), f"the output of block {i}")
-        return hook
-
-    def save_neurons(i: int):
-        def hook(module: nn.Module, args: tuple) -> None:
-            buffers.save("neurons", i, args[0], f"the MLP hidden activation of block {i}")
-        return hook
-
-    def save_weights(i: int):
-        def hook(module: nn.Module, args: tuple, output: object) -> None:
-            weights = output[1] if isinstance(output, (tuple, list)) and len(output) > 1 else None
-            if isinstance(weights, torch.Tensor):
-                buffers.save_attention(i, weights)
-        return hook
-
-    adders = [partial(anatomy.layers[0].register_forward_pre_hook, save_embed, with_kwargs=True)]
-    for i, (block, mlp_out) in enumerate(zip(anatomy.layers, anatomy.mlp_out, strict=True)):
-        adders.append(partial(block.register_forward_hook, save_block(i)))
-        adders.append(partial(mlp_out.register_forward_pre_hook, save_neurons(i)))
-        if anatomy.attention and anatomy.attention[i] is not None:
-            adders.append(partial(anatomy.attention[i].register_forward_hook, save_weights(i)))
-    return adders
-
-
 def _attentions_from_outputs(outputs: object, buffers: _Buffers) -> None:
     attentions = getattr(outputs, "attentions", None)
     if not attentions or len(attentions) != len(buffers.attention) or any(a is None for a in attentions):
         raise UnsupportedModel("The model returned no attention weights for every layer, even "
                                "with eager attention.")
     for layer, a in enumerate(attentions):
-        buffers.save_attention(layer, a)
-
-
-def _stop_hooks(lm: LoadedModel, should_stop: Callable[[], bool] | None) -> list:
-    """A check before every block: a run nobody waits for stops there, freeing the model's lock."""
-    if should_stop is None:
-        return []
-
-    def check(module: nn.Module, args: tuple) -> None:
-        if should_stop():
-            raise Cancelled()
-
-    return [partial(block.register_forward_pre_hook, check) for block in lm.anatomy.layers]
+        buffers.save_attention(layer)(a)
 
 
 def run_forward(lm: LoadedModel, ids: list[int], edits: tuple[Edit, ...] = (),
-                should_stop: Callable[[], bool] | None = None, observe: tuple = ()) -> tuple[object, _Buffers]:
-    """The hooked forward pass, under the model's lock; edits' hooks run before the capture's.
+                should_stop: Callable[[], bool] | None = None,
+                observe: Sequence[hooks.Action] = ()) -> tuple[object, _Buffers]:
+    """The hooked forward pass, under the model's lock; edits' actions run before the capture's.
 
     Each attention module's weights are copied as soon as it returns them, while they are
     still in the CPU's cache, and then freed: asking the model to return them all
@@ -213,19 +177,36 @@ def run_forward(lm: LoadedModel, ids: list[int], edits: tuple[Edit, ...] = (),
     """
     buffers = _Buffers(lm, len(ids))
     input_ids = torch.tensor([ids], device=lm.input_device)
-    adders = _stop_hooks(lm, should_stop) + edit_hooks(lm, edits) + _hook_adders(lm, buffers) + list(observe)
-    with lm.lock, torch.inference_mode(), eager_attention(lm.model), registered(adders):
-        outputs = lm.model(input_ids=input_ids, use_cache=False)
+    actions = [*edit_actions(lm, edits), *buffers.actions(lm), *observe]
+    with hooks.exclusive(lm, attention="eager"):
+        outputs = hooks.forward(lm, input_ids, actions, should_stop=should_stop).outputs
         if buffers.attention_missing():
             buffers.seen.clear()
-            outputs = lm.model(input_ids=input_ids, output_attentions=True, use_cache=False)
+            outputs = hooks.forward(lm, input_ids, actions, should_stop=should_stop, output_attentions=True).outputs
             _attentions_from_outputs(outputs, buffers)
     return outputs, buffers
 
 
+def steering_vector(lm: LoadedModel, prompt_a: str, prompt_b: str, layer: int, *,
+                    max_tokens: int = DEFAULT_MAX_TOKENS) -> np.ndarray:
+    """Mean residual of ``prompt_a`` minus that of ``prompt_b`` at resid index ``layer``: (d_model,).
+
+    Means are over every position of each prompt, so the two may differ in length.
+    """
+    PromptSteering(layer, prompt_a, prompt_b).check(lm, 0)
+    return PromptSteering(layer, prompt_a, prompt_b).resolved(_mean_resid(lm, max_tokens)).vector.copy()
+
+
+def _mean_resid(lm: LoadedModel, max_tokens: int) -> Callable[[str, int], np.ndarray]:
+    """What resolving an edit may ask: a prompt's mean residual at one resid index."""
+    def mean(prompt: str, layer: int) -> np.ndarray:
+        return capture(lm, prompt, max_tokens=max_tokens).resid[layer].mean(0)
+    return mean
+
+
 def capture(lm: LoadedModel, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS,
             memory_budget: int = DEFAULT_MEMORY_BUDGET, edits: tuple[Edit, ...] | list[Edit] = (),
-            should_stop: Callable[[], bool] | None = None, observe: tuple | list = ()) -> Capture:
+            should_stop: Callable[[], bool] | None = None, observe: Sequence[hooks.Action] = ()) -> Capture:
     """Run ``prompt`` through the model once and return everything the views draw.
 
     ``edits`` (see ``backend.edits``) apply during that one pass; the capture shows the
@@ -233,8 +214,8 @@ def capture(lm: LoadedModel, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKEN
     ``EditError`` before any work, and ``UnsupportedModel`` if the model's activations
     cannot be read or do not add up. ``should_stop``, asked before every block, raises
     ``Cancelled`` when it says nobody waits for the run (a closed tab, a newer prompt).
-    ``observe`` adds hooks (``backend.hooks.HookAdder``s) that only read, registered after the
-    capture's own and removed with them: another module's record of the same pass.
+    ``observe`` adds read-only ``backend.hooks.Action``s, run after the capture's own and removed
+    with them: another module's record of the same pass.
     """
     edits = tuple(edits)
     ids = tokenize(lm, prompt, max_tokens)
@@ -243,7 +224,8 @@ def capture(lm: LoadedModel, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKEN
     if needed > memory_budget:
         raise CaptureTooLarge(n, needed, memory_budget)
     check_edits(lm, edits, n)
-    resolved = resolve_edits(lm, edits, max_tokens)
+    mean_resid = _mean_resid(lm, max_tokens)
+    resolved = tuple(edit.resolved(mean_resid) for edit in edits)
     outputs, buffers = run_forward(lm, ids, resolved, should_stop, tuple(observe))
     missing = buffers.missing()
     if missing:

@@ -5,32 +5,36 @@ key, a link). Layers, heads, neurons and positions count from 0, as ``Capture`` 
 ``layer`` of ``Steering`` and ``ResidPatch`` is a resid index as in ``Capture.resid``
 (0 enters block 0, ``n_layers`` leaves the last block, before the final norm).
 
-Each edit is checked against the model and the prompt before any work
-(``check_edits``), and becomes forward hooks (``edit_hooks``) that the capture registers
-inside the model's lock and removes in ``finally``. The hooks write new tensors; they
-never change the model's weights.
+An edit is behaviour, not a case in a ladder: each type knows how to check itself against a
+model and a prompt (``check``, before any work), the ``backend.hooks`` actions that apply it
+(``actions``), how the page names it (``label``) and how a link spells it (``link`` and
+``kind``, read back by ``from_link``). A new kind of edit is one new class here (or in the
+module that owns its machinery, as ``backend.features`` does). The actions write new
+tensors; they never change the model's weights.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
+import reprlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
-from typing import TYPE_CHECKING, Union
+from dataclasses import dataclass, field, fields
+from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
-from torch import nn
 
-from backend.anatomy import in_features
+from backend import hooks
 from backend.errors import XrayError
-from backend.hooks import HookAdder
-from backend.loading import LoadedModel, ModelInfo
-
-if TYPE_CHECKING:
-    from backend.capture import Capture
+from backend.loading import LoadedModel
+from backend.sites import Site
+from backend.tokens import quoted
 
 HEAD_MODES = ("zero", "mean")
+MAX_MAGNITUDE = 1e4  # a strength or value beyond this only pushes the model where its numbers mean nothing
+
+MeanResid = Callable[[str, int], np.ndarray]  # (prompt, resid index) -> its mean residual (d_model,)
 
 
 class EditError(XrayError):
@@ -47,33 +51,156 @@ class EditOutOfRange(EditError):
 
 
 class EditMismatch(EditError):
-    """A steering vector of the wrong width, or a patch source from another model or prompt length."""
+    """A steering vector of the wrong width, a value that is not a finite number, or a patch source from elsewhere."""
+
+
+class Edit:
+    """What every edit type provides; subclasses are frozen dataclasses."""
+
+    kind: ClassVar[str] = ""  # its name in a link; "" for edits a link cannot carry
+    registry: ClassVar[dict[str, type[Edit]]] = {}
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            Edit.registry[cls.kind] = cls
+
+    def check(self, lm: LoadedModel, n_tokens: int) -> None:
+        """Raise an ``EditError`` naming the numbers when this edit does not fit ``lm`` and the prompt."""
+        raise NotImplementedError
+
+    def resolved(self, mean_resid: MeanResid) -> Edit:
+        """The edit as its hooks need it (prompt steering becomes a vector); most edits are that already."""
+        return self
+
+    def actions(self, lm: LoadedModel) -> list[hooks.Action]:
+        """The ``backend.hooks`` actions that apply this (checked, resolved) edit."""
+        raise NotImplementedError
+
+    def label(self) -> str:
+        """The edit in the page's words: layers and heads count from 1 there."""
+        raise NotImplementedError
+
+    def link(self) -> list:
+        """The edit as a link's JSON item, ``[kind, ...arguments]``."""
+        raise ValueError(f"A link cannot carry a {type(self).__name__} edit.")
+
+    def identity(self) -> tuple:
+        """A small value that tells this edit from every other (a run's id hashes it)."""
+        return (type(self).__name__, *(getattr(self, f.name) for f in fields(self)))
+
+    @classmethod
+    def from_link(cls, args: list) -> Edit:
+        """The edit a link item's arguments spell; ``ValueError`` when they do not."""
+        raise ValueError(f"{cls.__name__} cannot be read from a link")
+
+
+def number(value: object, kind: type = float) -> int | float:
+    """A link's number: an int for ``int``, any finite number for ``float``; else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise ValueError(f"{value!r} is not a{'n integer' if kind is int else ' number'}")
+    if kind is float and not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a finite number")
+    return kind(value)
+
+
+def check_range(what: str, value: int, count: int, edit: object, inclusive: bool = True) -> None:
+    """``value`` must lie in 0..count (``inclusive``) or 0..count-1."""
+    high = count if inclusive else count - 1
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 0 <= value <= high:
+        raise EditOutOfRange(what, value, 0, high, edit)
+
+
+def check_positions(positions: tuple[int, ...] | None, n: int, edit: object) -> None:
+    """Every position must lie in the prompt."""
+    for p in positions or ():
+        check_range("position", p, n, edit, inclusive=False)
+
+
+def check_magnitude(what: str, value: float, edit: object) -> None:
+    """A strength or value must be a finite number no larger than ``MAX_MAGNITUDE``."""
+    if not isinstance(value, (int, float, np.floating)) or not math.isfinite(value) or abs(value) > MAX_MAGNITUDE:
+        raise EditMismatch(f"{type(edit).__name__}: the {what} {value!r} must be a finite number between "
+                           f"-{MAX_MAGNITUDE:g} and {MAX_MAGNITUDE:g}.")
 
 
 @dataclass(frozen=True)
-class HeadAblation:
+class HeadAblation(Edit):
     """Switch off one query head: its slice of the attention output projection's input.
 
     ``mode="zero"`` writes zeros; ``mode="mean"`` writes the head's mean output over the
     prompt's positions (the head then says the same thing everywhere).
     """
 
+    kind: ClassVar[str] = "head"
     layer: int
     head: int
     mode: str = "zero"
 
+    def check(self, lm: LoadedModel, n_tokens: int) -> None:
+        check_range("layer", self.layer, lm.info.n_layers, self, inclusive=False)
+        check_range("head", self.head, lm.info.n_heads, self, inclusive=False)
+        if self.mode not in HEAD_MODES:
+            raise EditMismatch(f"HeadAblation: mode {self.mode!r} is not one of {', '.join(HEAD_MODES)}.")
+        if lm.anatomy.attn_out[self.layer] is None:
+            raise EditMismatch(f"HeadAblation: layer {self.layer} has no attention output projection "
+                               "that Model X-ray recognises, so its heads cannot be switched off.")
+
+    def actions(self, lm: LoadedModel) -> list[hooks.Action]:
+        def off(x: torch.Tensor) -> torch.Tensor:
+            return torch.zeros_like(x) if self.mode == "zero" else x.mean(dim=1, keepdim=True).expand_as(x)
+        return [hooks.replace(Site("head", self.layer, self.head), off)]
+
+    def label(self) -> str:
+        return f"head {self.layer + 1}.{self.head + 1} off" + (" (set to its mean)" if self.mode == "mean" else "")
+
+    def link(self) -> list:
+        return [self.kind, self.layer, self.head, self.mode]
+
+    @classmethod
+    def from_link(cls, args: list) -> HeadAblation:
+        if len(args) != 3 or args[2] not in HEAD_MODES:
+            raise ValueError("a head edit is [\"head\", layer, head, \"zero\" or \"mean\"]")
+        return cls(number(args[0], int), number(args[1], int), args[2])
+
 
 @dataclass(frozen=True)
-class NeuronAblation:
+class NeuronAblation(Edit):
     """Set one MLP neuron (an index into ``Capture.neurons``) to ``value`` at every position."""
 
+    kind: ClassVar[str] = "neuron"
     layer: int
     neuron: int
     value: float = 0.0
 
+    def check(self, lm: LoadedModel, n_tokens: int) -> None:
+        check_range("layer", self.layer, lm.info.n_layers, self, inclusive=False)
+        check_range("neuron", self.neuron, lm.info.d_mlp, self, inclusive=False)
+        check_magnitude("value", self.value, self)
+
+    def actions(self, lm: LoadedModel) -> list[hooks.Action]:
+        def set_neuron(x: torch.Tensor) -> torch.Tensor:
+            x = x.clone()
+            x[..., self.neuron] = float(self.value)
+            return x
+        return [hooks.replace(Site("neurons", self.layer), set_neuron)]
+
+    def label(self) -> str:
+        state = "off" if self.value == 0 else f"set to {self.value:g}"
+        return f"neuron {self.neuron} of layer {self.layer + 1} {state}"
+
+    def link(self) -> list:
+        return [self.kind, self.layer, self.neuron, self.value]
+
+    @classmethod
+    def from_link(cls, args: list) -> NeuronAblation:
+        if len(args) != 3:
+            raise ValueError("a neuron edit is [\"neuron\", layer, neuron, value]")
+        return cls(number(args[0], int), number(args[1], int), number(args[2]))
+
 
 @dataclass(frozen=True, eq=False)
-class Steering:
+class Steering(Edit):
     """Add ``strength * vector`` (d_model,) to the residual at resid index ``layer``.
 
     ``positions`` None steers every position. Equal (and hashed) by value, vector included.
@@ -94,35 +221,87 @@ class Steering:
     def _identity(self) -> tuple:
         return (self.layer, self.vector.tobytes(), float(self.strength), self.positions)
 
+    def identity(self) -> tuple:
+        digest = hashlib.blake2b(self.vector.tobytes(), digest_size=8).hexdigest()
+        return ("steering", self.layer, digest, float(self.strength), self.positions)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Steering) and self._identity() == other._identity()
 
     def __hash__(self) -> int:
         return hash(self._identity())
 
+    def check(self, lm: LoadedModel, n_tokens: int) -> None:
+        check_range("layer", self.layer, lm.info.n_layers, self)
+        if self.vector.shape != (lm.info.d_model,):
+            raise EditMismatch(f"Steering: the vector has {self.vector.size} values; this model's "
+                               f"residual stream has {lm.info.d_model}.")
+        if not np.isfinite(self.vector).all():
+            raise EditMismatch("Steering: the vector holds values that are not finite numbers.")
+        check_magnitude("strength", self.strength, self)
+        check_positions(self.positions, n_tokens, self)
+
+    def actions(self, lm: LoadedModel) -> list[hooks.Action]:
+        delta = torch.from_numpy(self.vector * np.float32(self.strength))
+        return [hooks.add(Site("resid", self.layer), delta, self.positions)]
+
+    def label(self) -> str:
+        where = "at the embeddings" if self.layer == 0 else f"after layer {self.layer}"
+        return f"steering {where}, strength {self.strength:g}"
+
 
 @dataclass(frozen=True)
-class PromptSteering:
+class PromptSteering(Edit):
     """Steering toward what separates ``prompt_a`` from ``prompt_b`` at resid index ``layer``.
 
-    The vector is ``steering_vector(lm, prompt_a, prompt_b, layer)``; small and hashable, so
-    a link can carry it. ``capture`` turns it into a ``Steering`` before the forward pass.
+    The vector is the mean residual of ``prompt_a`` minus that of ``prompt_b`` there
+    (``backend.capture.steering_vector``); small and hashable, so a link can carry it.
+    ``capture`` resolves it into a ``Steering`` before the forward pass.
     """
 
+    kind: ClassVar[str] = "steer"
     layer: int
     prompt_a: str
     prompt_b: str
     strength: float = 1.0
 
-    def resolve(self, lm: LoadedModel, max_tokens: int) -> Steering:
-        """The ``Steering`` this stands for on ``lm``."""
-        _check_range("layer", self.layer, lm.info.n_layers, self)
-        vector = steering_vector(lm, self.prompt_a, self.prompt_b, self.layer, max_tokens=max_tokens)
-        return Steering(self.layer, vector, self.strength)
+    def check(self, lm: LoadedModel, n_tokens: int) -> None:
+        check_range("layer", self.layer, lm.info.n_layers, self)
+        check_magnitude("strength", self.strength, self)
+
+    def resolved(self, mean_resid: MeanResid) -> Steering:
+        vector = mean_resid(self.prompt_a, self.layer) - mean_resid(self.prompt_b, self.layer)
+        return Steering(self.layer, vector.astype(np.float32), self.strength)
+
+    def actions(self, lm: LoadedModel) -> list[hooks.Action]:
+        raise EditMismatch("PromptSteering must be resolved into a Steering before hooks are made.")
+
+    def label(self) -> str:
+        where = "at the embeddings" if self.layer == 0 else f"after layer {self.layer}"
+        return (f"steering {where} toward {quoted(self.prompt_a)} and away from {quoted(self.prompt_b)}, "
+                f"strength {self.strength:g}")
+
+    def link(self) -> list:
+        return [self.kind, self.layer, self.strength, self.prompt_a, self.prompt_b]
+
+    @classmethod
+    def from_link(cls, args: list) -> PromptSteering:
+        if len(args) != 4 or not all(isinstance(a, str) for a in args[2:]):
+            raise ValueError("a steer edit is [\"steer\", layer, strength, \"toward\", \"away from\"]")
+        return cls(number(args[0], int), args[2], args[3], number(args[1]))
+
+
+class ResidSource(Protocol):
+    """What a patch reads from another run: a ``backend.capture.Capture`` has all of it."""
+
+    model_name: str
+    resid: np.ndarray  # (n_layers + 1, n, d_model)
+    n_tokens: int
+    n_layers: int
 
 
 @dataclass(frozen=True)
-class ResidPatch:
+class ResidPatch(Edit):
     """Replace the residual at resid index ``layer`` and ``position`` (None: all) with ``source``'s.
 
     ``source`` is a ``Capture`` of another prompt with as many tokens, on the same model.
@@ -130,205 +309,61 @@ class ResidPatch:
 
     layer: int
     position: int | None
-    source: Capture = field(repr=False)
+    source: ResidSource = field(repr=False)
+
+    def check(self, lm: LoadedModel, n_tokens: int) -> None:
+        info = lm.info
+        check_range("layer", self.layer, info.n_layers, self)
+        source = self.source
+        if source.model_name != info.name or source.resid.shape[0] != info.n_layers + 1 \
+                or source.resid.shape[2] != info.d_model:
+            raise EditMismatch(f"ResidPatch: the source was captured on {source.model_name!r} "
+                               f"({source.n_layers} layers, width {source.resid.shape[2]}); this run uses "
+                               f"{info.name!r} ({info.n_layers} layers, width {info.d_model}).")
+        if source.n_tokens != n_tokens:
+            raise EditMismatch(f"ResidPatch: the source prompt has {source.n_tokens} tokens and this one has "
+                               f"{n_tokens}; patching needs prompts of the same length.")
+        check_positions(None if self.position is None else (self.position,), n_tokens, self)
+
+    def actions(self, lm: LoadedModel) -> list[hooks.Action]:
+        source = torch.from_numpy(np.array(self.source.resid[self.layer]))
+
+        def patched(x: torch.Tensor) -> torch.Tensor:
+            clean = source.to(x.device, x.dtype)
+            if self.position is None:
+                return clean.expand_as(x).clone()
+            x = x.clone()
+            x[:, self.position] = clean[self.position]
+            return x
+        return [hooks.replace(Site("resid", self.layer), patched)]
+
+    def identity(self) -> tuple:
+        return ("patch", self.layer, self.position, id(self.source))
+
+    def label(self) -> str:
+        where = "all positions" if self.position is None else f"position {self.position}"
+        return f"residual {'at the embeddings' if self.layer == 0 else f'after layer {self.layer}'} patched at {where}"
 
 
-Edit = Union[HeadAblation, NeuronAblation, Steering, PromptSteering, ResidPatch]  # noqa: UP007
-
-
-def steering_vector(lm: LoadedModel, prompt_a: str, prompt_b: str, layer: int, *,
-                    max_tokens: int = 512) -> np.ndarray:
-    """Mean residual of ``prompt_a`` minus that of ``prompt_b`` at resid index ``layer``: (d_model,).
-
-    Means are over every position of each prompt, so the two may differ in length.
-    """
-    from backend.capture import capture  # capture imports this module
-
-    _check_range("layer", layer, lm.info.n_layers, PromptSteering(layer, prompt_a, prompt_b))
-    a = capture(lm, prompt_a, max_tokens=max_tokens).resid[layer].mean(0)
-    b = capture(lm, prompt_b, max_tokens=max_tokens).resid[layer].mean(0)
-    return (a - b).astype(np.float32)
-
-
-def resolve_edits(lm: LoadedModel, edits: tuple[Edit, ...], max_tokens: int) -> tuple[Edit, ...]:
-    """The edits with every ``PromptSteering`` turned into the ``Steering`` it stands for."""
-    return tuple(e.resolve(lm, max_tokens) if isinstance(e, PromptSteering) else e for e in edits)
-
-
-def _check_range(what: str, value: int, count: int, edit: object, inclusive: bool = True) -> None:
-    """``value`` must lie in 0..count (``inclusive``) or 0..count-1."""
-    high = count if inclusive else count - 1
-    if not isinstance(value, (int, np.integer)) or not 0 <= value <= high:
-        raise EditOutOfRange(what, value, 0, high, edit)
-
-
-def _check_positions(positions: tuple[int, ...] | None, n: int, edit: object) -> None:
-    for p in positions or ():
-        _check_range("position", p, n, edit, inclusive=False)
+def edit_from_link(item: object) -> Edit:
+    """One edit of a link's JSON list; ``ValueError`` says what could not be read."""
+    if not isinstance(item, list) or not item or not isinstance(item[0], str) or item[0] not in Edit.registry:
+        raise ValueError(f"{reprlib.repr(item)[:80]} is not an edit this page knows")
+    return Edit.registry[item[0]].from_link(item[1:])
 
 
 def check_edits(lm: LoadedModel, edits: tuple[Edit, ...], n_tokens: int) -> None:
     """Raise an ``EditError`` naming the numbers for the first edit that does not fit."""
-    info: ModelInfo = lm.info
     for edit in edits:
-        if isinstance(edit, HeadAblation):
-            _check_range("layer", edit.layer, info.n_layers, edit, inclusive=False)
-            _check_range("head", edit.head, info.n_heads, edit, inclusive=False)
-            if edit.mode not in HEAD_MODES:
-                raise EditMismatch(f"HeadAblation: mode {edit.mode!r} is not one of {', '.join(HEAD_MODES)}.")
-            if lm.anatomy.attn_out[edit.layer] is None:
-                raise EditMismatch(f"HeadAblation: layer {edit.layer} has no attention output projection "
-                                   "that Model X-ray recognises, so its heads cannot be switched off.")
-        elif isinstance(edit, NeuronAblation):
-            _check_range("layer", edit.layer, info.n_layers, edit, inclusive=False)
-            _check_range("neuron", edit.neuron, info.d_mlp, edit, inclusive=False)
-        elif isinstance(edit, Steering):
-            _check_range("layer", edit.layer, info.n_layers, edit)
-            if edit.vector.shape != (info.d_model,):
-                raise EditMismatch(f"Steering: the vector has {edit.vector.size} values; this model's "
-                                   f"residual stream has {info.d_model}.")
-            _check_positions(edit.positions, n_tokens, edit)
-        elif isinstance(edit, ResidPatch):
-            _check_range("layer", edit.layer, info.n_layers, edit)
-            _check_source(info, edit.source, n_tokens)
-            _check_positions(None if edit.position is None else (edit.position,), n_tokens, edit)
-        elif isinstance(edit, PromptSteering):
-            _check_range("layer", edit.layer, info.n_layers, edit)
-        else:
+        if not isinstance(edit, Edit):
             raise EditMismatch(f"{type(edit).__name__} is not an edit Model X-ray knows.")
+        edit.check(lm, n_tokens)
 
 
-def _check_source(info: ModelInfo, source: Capture, n_tokens: int) -> None:
-    shape = (info.n_layers + 1, n_tokens, info.d_model)
-    if source.model_name != info.name or source.resid.shape[0] != shape[0] or source.resid.shape[2] != shape[2]:
-        raise EditMismatch(f"ResidPatch: the source was captured on {source.model_name!r} "
-                           f"({source.n_layers} layers, width {source.resid.shape[2]}); this run uses "
-                           f"{info.name!r} ({info.n_layers} layers, width {info.d_model}).")
-    if source.n_tokens != n_tokens:
-        raise EditMismatch(f"ResidPatch: the source prompt has {source.n_tokens} tokens and this one has "
-                           f"{n_tokens}; patching needs prompts of the same length.")
-
-
-# --- hooks -------------------------------------------------------------------------------
-
-Transform = Callable[[torch.Tensor], torch.Tensor]
-
-
-def hidden_of(args: tuple, kwargs: dict) -> torch.Tensor:
-    """The hidden state a decoder block receives, positionally or as ``hidden_states``."""
-    return args[0] if args else kwargs["hidden_states"]
-
-
-def first(output: object) -> torch.Tensor:
-    """The hidden state in a module's output (a tensor, or the first item of a tuple)."""
-    return output[0] if isinstance(output, (tuple, list)) else output
-
-
-def output_hook(transform: Transform):
-    """A forward hook that replaces a module's hidden-state output by ``transform(output)``."""
-    def hook(module: nn.Module, args: tuple, output: object) -> object:
-        if isinstance(output, (tuple, list)):
-            return (transform(output[0]), *output[1:])
-        return transform(output)
-    return hook
-
-
-def _with_hidden(args: tuple, kwargs: dict, hidden: torch.Tensor) -> tuple[tuple, dict]:
-    if args:
-        return (hidden, *args[1:]), kwargs
-    return args, {**kwargs, "hidden_states": hidden}
-
-
-def resid_hook_adder(lm: LoadedModel, layer: int, transform: Transform) -> HookAdder:
-    """A hook that replaces the residual at resid index ``layer`` by ``transform(residual)``.
-
-    Index 0 is the input of block 0 (a pre-hook); index i >= 1 is the output of block
-    i - 1 (a forward hook), which is also what block i reads.
-    """
-    blocks = lm.anatomy.layers
-    if layer == 0:
-        def pre(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-            return _with_hidden(args, kwargs, transform(hidden_of(args, kwargs)))
-        return partial(blocks[0].register_forward_pre_hook, pre, with_kwargs=True)
-    return partial(blocks[layer - 1].register_forward_hook, output_hook(transform))
-
-
-def input_hook_adder(module: nn.Module, transform: Transform) -> HookAdder:
-    """A pre-hook that replaces a module's first input by ``transform(input)``."""
-    def pre(mod: nn.Module, args: tuple) -> tuple:
-        return (transform(args[0]), *args[1:])
-    return partial(module.register_forward_pre_hook, pre)
-
-
-def head_slice(lm: LoadedModel, layer: int, head: int) -> slice:
-    """Head ``head``'s columns in the input of layer ``layer``'s attention output projection."""
-    width = in_features(lm.anatomy.attn_out[layer]) // lm.info.n_heads
-    return slice(head * width, (head + 1) * width)
-
-
-def _ablate_heads(slices: list[tuple[slice, str]]) -> Transform:
-    def transform(x: torch.Tensor) -> torch.Tensor:
-        x = x.clone()
-        for cols, mode in slices:
-            x[..., cols] = 0.0 if mode == "zero" else x[..., cols].mean(dim=-2, keepdim=True)
-        return x
-    return transform
-
-
-def _set_neurons(values: list[tuple[int, float]]) -> Transform:
-    def transform(x: torch.Tensor) -> torch.Tensor:
-        x = x.clone()
-        for neuron, value in values:
-            x[..., neuron] = value
-        return x
-    return transform
-
-
-def _steer(edit: Steering) -> Transform:
-    def transform(x: torch.Tensor) -> torch.Tensor:
-        delta = torch.tensor(edit.vector, device=x.device, dtype=x.dtype) * edit.strength
-        if edit.positions is None:
-            return x + delta
-        x = x.clone()
-        x[..., list(edit.positions), :] += delta
-        return x
-    return transform
-
-
-def _patch(edit: ResidPatch) -> Transform:
-    def transform(x: torch.Tensor) -> torch.Tensor:
-        source = torch.from_numpy(np.asarray(edit.source.resid[edit.layer])).to(device=x.device, dtype=x.dtype)
-        if edit.position is None:
-            return source.expand_as(x).clone()
-        x = x.clone()
-        x[..., edit.position, :] = source[edit.position]
-        return x
-    return transform
-
-
-def edit_hooks(lm: LoadedModel, edits: tuple[Edit, ...]) -> list[HookAdder]:
-    """The hooks that apply ``edits`` (already checked and resolved), in the order given."""
-    heads: dict[int, list[tuple[slice, str]]] = {}
-    neurons: dict[int, list[tuple[int, float]]] = {}
-    adders: list[HookAdder] = []
-    for edit in edits:
-        if isinstance(edit, HeadAblation):
-            heads.setdefault(edit.layer, []).append((head_slice(lm, edit.layer, edit.head), edit.mode))
-        elif isinstance(edit, NeuronAblation):
-            neurons.setdefault(edit.layer, []).append((edit.neuron, float(edit.value)))
-        elif isinstance(edit, Steering):
-            adders.append(resid_hook_adder(lm, edit.layer, _steer(edit)))
-        elif isinstance(edit, ResidPatch):
-            adders.append(resid_hook_adder(lm, edit.layer, _patch(edit)))
-        else:
-            raise EditMismatch(f"{type(edit).__name__} must be resolved before hooks are made.")
-    for layer, slices in heads.items():
-        adders.append(input_hook_adder(lm.anatomy.attn_out[layer], _ablate_heads(slices)))
-    for layer, values in neurons.items():
-        adders.append(input_hook_adder(lm.anatomy.mlp_out[layer], _set_neurons(values)))
-    return adders
+def edit_actions(lm: LoadedModel, edits: tuple[Edit, ...]) -> list[hooks.Action]:
+    """The actions that apply ``edits`` (already checked and resolved), in the order given."""
+    return [action for edit in edits for action in edit.actions(lm)]
 
 
 __all__ = ["Edit", "EditError", "EditMismatch", "EditOutOfRange", "HeadAblation", "NeuronAblation",
-           "PromptSteering", "ResidPatch", "Steering", "check_edits", "edit_hooks", "head_slice",
-           "resolve_edits", "steering_vector"]
+           "PromptSteering", "ResidPatch", "Steering", "check_edits", "edit_actions", "edit_from_link"]

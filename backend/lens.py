@@ -7,7 +7,7 @@ positions at a time, and only small summaries are kept.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,7 +80,7 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vecdot(a, b)
 
 
-class _Workspace:
+class Workspace:
     """Reusable (rows, vocab) float32 buffers for a chunk of positions.
 
     Every layer needs (rows x vocab) logits, exponentials and comparison flags, plus the
@@ -101,13 +101,64 @@ class _Workspace:
         return logits if logits.device.type == "cpu" else self.logits[:m].copy_(logits)  # from a GPU
 
     def rank(self, logits: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-        """1 + how many entries of each row beat ``target`` (m, 1): 1 is the top guess.
+        """``rank_of`` for one target per row (m, 1), counted in the reused flags buffer."""
+        return rank_of(logits, target, self.flags[: logits.shape[0]]).numpy()
 
-        Flags summed as float32 are exact (a count stays below 2**24) and several
-        times faster than counting booleans.
-        """
-        flags = torch.gt(logits, target, out=self.flags[: logits.shape[0]])
-        return flags.sum(-1).to(torch.int64).numpy() + 1
+
+def rank_of(logits: torch.Tensor, targets: torch.Tensor, flags: torch.Tensor | None = None) -> torch.Tensor:
+    """1 + how many entries of each row beat each target: logits (m, V), targets (m, r) -> (m, r) int64; 1 is the top.
+
+    With one target per row and a (m, V) ``flags`` buffer, the comparison lands there and is
+    summed as float32, exact (a count stays below 2**24) and several times faster than
+    counting booleans.
+    """
+    if flags is not None and targets.shape[-1] == 1:
+        beaten = torch.gt(logits, targets, out=flags[: logits.shape[0]])
+        return beaten.sum(-1, keepdim=True).to(torch.int64) + 1
+    return (logits[:, None, :] > targets[:, :, None]).sum(-1) + 1
+
+
+@dataclass(frozen=True)
+class LensBlock:
+    """Lens logits of one layer at one block of positions; the tensor is reused for the next block."""
+
+    layer: int  # resid index read (n_layers: the model's own logits)
+    rows: slice  # which entries of the positions asked for
+    logits: torch.Tensor  # (rows, vocab) float32
+
+
+def chunk_size(n: int, vocab: int, per_row: int = 1) -> int:
+    """Positions per chunk so that ``per_row`` (positions x vocab) values fit in ``CHUNK_VALUES``."""
+    return max(1, min(n, CHUNK_VALUES // (vocab * per_row)))
+
+
+def lens_blocks(lm: LoadedModel, cap: Capture, layers: list[int] | range, positions: np.ndarray | None = None, *,
+                size: int | None = None, work: Workspace | None = None,
+                should_stop: Callable[[], bool] | None = None) -> Iterator[LensBlock]:
+    """The logit lens, a chunk of positions and then a layer at a time: the one loop every reader of the lens uses.
+
+    ``positions`` (default all) need not be contiguous; ``layers`` are resid indices in the
+    order wanted (``n_layers`` yields the model's own logits, read from the capture). Nothing
+    holds (layers x positions x vocab) at once: each block's logits sit in ``work``'s buffer
+    until the next one. ``should_stop``, asked before every block, raises ``Cancelled``.
+    """
+    pos = np.arange(cap.n_tokens) if positions is None else np.asarray(positions, dtype=np.int64)
+    vocab = cap.logits.shape[1]
+    size = size or chunk_size(len(pos), vocab)
+    work = work or Workspace(size, vocab)
+    contiguous = len(pos) == 0 or bool(np.all(np.diff(pos) == 1))
+    for start in range(0, len(pos), size):
+        rows = slice(start, min(len(pos), start + size))
+        chosen = slice(int(pos[rows.start]), int(pos[rows.stop - 1]) + 1) if contiguous else pos[rows]
+        for layer in layers:
+            if should_stop is not None and should_stop():
+                raise Cancelled()
+            if layer == cap.n_layers:
+                own = cap.logits[chosen]
+                logits = _tensor(own) if contiguous else work.logits[: len(own)].copy_(torch.from_numpy(own))
+            else:
+                logits = work.readout(lm, cap.resid[layer, chosen])
+            yield LensBlock(layer, rows, logits)
 
 
 @dataclass(frozen=True)
@@ -139,44 +190,40 @@ def lens_summary(lm: LoadedModel, cap: Capture, k: int = 5,
     model's final top guess there. ``should_stop``, asked before every layer, raises
     ``Cancelled`` when nobody waits for the summary any more.
 
-    Positions go in chunks of ``CHUNK_VALUES`` logits: one vocabulary matmul per layer and
-    chunk, written into reused buffers. The statistics then go through each chunk in
-    blocks of ``BLOCK_VALUES``, small enough that their passes over a block stay in cache.
+    Positions go in chunks of ``CHUNK_VALUES`` logits (``lens_blocks``), the final layer
+    first, since every layer's KL compares with it. The statistics then go through each
+    chunk in blocks of ``BLOCK_VALUES``, small enough that their passes over a block stay
+    in cache.
     """
     n, layers, vocab = cap.n_tokens, cap.n_layers + 1, cap.logits.shape[1]
     out = _Summary(n, layers, k)
     if target_ids is not None:
         out.targets[:] = np.asarray(target_ids, dtype=np.int64).reshape(n)
-    size = min(n, max(1, CHUNK_VALUES // vocab))
+    size = chunk_size(n, vocab)
     block = max(1, BLOCK_VALUES // vocab)
-    work = _Workspace(size, vocab)
+    work = Workspace(size, vocab)
     final_probs = torch.empty(size, vocab)
     final_entropy = torch.empty(size)
-    for start in range(0, n, size):
-        rows = slice(start, min(n, start + size))
-        blocks = [slice(b, min(rows.stop, b + block)) for b in range(rows.start, rows.stop, block)]
-        final_logits = _tensor(cap.logits[rows])
-        # the final layer first: its distribution is what every layer's KL compares with
-        for b in blocks:
-            local = slice(b.start - start, b.stop - start)
-            final = _Softmax.of(final_logits[local], out=final_probs[local])
-            final_entropy[local] = final.entropy()
-            if target_ids is None:
-                out.targets[b] = final.logits.argmax(-1).numpy()
-            out.store(cap.n_layers, b, _layer_stats(final, out.target(b), k, work))
-            out.kl[cap.n_layers, b] = 0.0
-            final.exps.div_(final.total[:, None])  # normalised once, read by every layer's KL
-        for layer in range(cap.n_layers):
-            if should_stop is not None and should_stop():
-                raise Cancelled()
-            logits = work.readout(lm, cap.resid[layer, rows])
-            for b in blocks:
-                local = slice(b.start - start, b.stop - start)
-                soft = _Softmax.of(logits[local], out=work.exps[local])
-                out.store(layer, b, _layer_stats(soft, out.target(b), k, work))
-                # KL(final || layer) = sum p_f log p_f - sum p_f (z - lse) = -H_f - p_f . z + lse
-                kl = soft.lse - final_entropy[local] - _dot(final_probs[local], soft.logits)
-                out.kl[layer, b] = kl.clamp_min(0).numpy()
+    order = [cap.n_layers, *range(cap.n_layers)]
+    for lens in lens_blocks(lm, cap, order, size=size, work=work, should_stop=should_stop):
+        rows = lens.rows
+        for b in range(rows.start, rows.stop, block):
+            b = slice(b, min(rows.stop, b + block))
+            local = slice(b.start - rows.start, b.stop - rows.start)
+            if lens.layer == cap.n_layers:
+                final = _Softmax.of(lens.logits[local], out=final_probs[local])
+                final_entropy[local] = final.entropy()
+                if target_ids is None:
+                    out.targets[b] = final.logits.argmax(-1).numpy()
+                out.store(cap.n_layers, b, _layer_stats(final, out.target(b), k, work))
+                out.kl[cap.n_layers, b] = 0.0
+                final.exps.div_(final.total[:, None])  # normalised once, read by every layer's KL
+                continue
+            soft = _Softmax.of(lens.logits[local], out=work.exps[local])
+            out.store(lens.layer, b, _layer_stats(soft, out.target(b), k, work))
+            # KL(final || layer) = sum p_f log p_f - sum p_f (z - lse) = -H_f - p_f . z + lse
+            kl = soft.lse - final_entropy[local] - _dot(final_probs[local], soft.logits)
+            out.kl[lens.layer, b] = kl.clamp_min(0).numpy()
     return out.finish(lm)
 
 
@@ -214,12 +261,12 @@ class _Summary:
 
 
 def _layer_stats(soft: _Softmax, target: torch.Tensor, k: int,
-                 work: _Workspace) -> tuple[np.ndarray, ...]:
+                 work: Workspace) -> tuple[np.ndarray, ...]:
     """Top-k ids and probabilities, entropy, and the target's probability and rank, for one layer."""
     values, ids = soft.logits.topk(k, dim=-1)
     target_logit = soft.logits.gather(-1, target)
     return (ids.numpy(), (values - soft.lse[:, None]).exp().numpy(), soft.entropy().numpy(),
-            (target_logit[:, 0] - soft.lse).exp().numpy(), work.rank(soft.logits, target_logit))
+            (target_logit[:, 0] - soft.lse).exp().numpy(), work.rank(soft.logits, target_logit)[:, 0])
 
 
 def top_guesses(lm: LoadedModel, logits: np.ndarray, k: int) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -243,26 +290,13 @@ def token_trajectory(lm: LoadedModel, cap: Capture, token_id: int,
     vocab = cap.logits.shape[1]
     if not 0 <= token_id < vocab:
         raise IndexError(f"token_id must lie in [0, {vocab}); got {token_id}")
-    pos_all = _positions(cap, positions)
-    probs = np.zeros((cap.n_layers + 1, len(pos_all)), np.float32)
-    ranks = np.zeros((cap.n_layers + 1, len(pos_all)), np.int64)
-    size = max(1, min(len(pos_all), CHUNK_VALUES // vocab))
-    work = _Workspace(size, vocab)
-    for start in range(0, len(pos_all), size):
-        cols = slice(start, min(len(pos_all), start + size))
-        for layer in range(cap.n_layers + 1):
-            logits = _gathered_logits(lm, cap, layer, pos_all[cols], work)
-            target = logits[:, token_id:token_id + 1]
-            probs[layer, cols] = (target[:, 0] - logits.logsumexp(-1)).exp().numpy()
-            ranks[layer, cols] = work.rank(logits, target)
-    return TokenTrajectory(token_id=token_id, positions=pos_all, probs=probs, ranks=ranks)
-
-
-def _gathered_logits(lm: LoadedModel, cap: Capture, layer: int, pos: np.ndarray,
-                     work: _Workspace) -> torch.Tensor:
-    """Lens logits at any positions (not necessarily a contiguous run), in the workspace."""
-    out = work.logits[: len(pos)]
-    if layer == cap.n_layers:
-        np.copyto(out.numpy(), cap.logits[pos])
-        return out
-    return work.readout(lm, cap.resid[layer, pos])
+    pos = _positions(cap, positions)
+    probs = np.zeros((cap.n_layers + 1, len(pos)), np.float32)
+    ranks = np.zeros((cap.n_layers + 1, len(pos)), np.int64)
+    size = chunk_size(len(pos), vocab)
+    work = Workspace(size, vocab)
+    for lens in lens_blocks(lm, cap, range(cap.n_layers + 1), pos, size=size, work=work):
+        target = lens.logits[:, token_id:token_id + 1]
+        probs[lens.layer, lens.rows] = (target[:, 0] - lens.logits.logsumexp(-1)).exp().numpy()
+        ranks[lens.layer, lens.rows] = work.rank(lens.logits, target)[:, 0]
+    return TokenTrajectory(token_id=token_id, positions=pos, probs=probs, ranks=ranks)

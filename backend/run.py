@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 
-from backend.edits import Edit, HeadAblation, NeuronAblation, PromptSteering, ResidPatch, Steering
+from backend.edits import Edit, edit_from_link
 
 MAX_LINK_EDITS = 16
 
@@ -40,7 +40,7 @@ class Run:
     @property
     def id(self) -> str:
         """A short, stable id (the prefix of per-run widget keys)."""
-        parts = (self.model_key, self.prompt, self.max_tokens, tuple(_edit_key(e) for e in self.edits))
+        parts = (self.model_key, self.prompt, self.max_tokens, tuple(e.identity() for e in self.edits))
         if self.compare is not None:
             parts = (*parts, self.compare)
         return hashlib.blake2b(repr(parts).encode(), digest_size=6).hexdigest()
@@ -69,57 +69,24 @@ class Run:
         return query
 
 
-def _edit_key(edit: Edit) -> tuple:
-    if isinstance(edit, Steering):
-        digest = hashlib.blake2b(edit.vector.tobytes(), digest_size=8).hexdigest()
-        return ("steering", edit.layer, digest, float(edit.strength), edit.positions)
-    if isinstance(edit, ResidPatch):
-        return ("patch", edit.layer, edit.position, id(edit.source))
-    return (type(edit).__name__, *vars(edit).values())
-
-
 def edits_to_json(edits: tuple[Edit, ...]) -> str:
-    """Edits as a link carries them: head and neuron ablations and prompt steering only."""
-    items: list[list] = []
-    for edit in edits:
-        if isinstance(edit, HeadAblation):
-            items.append(["head", edit.layer, edit.head, edit.mode])
-        elif isinstance(edit, NeuronAblation):
-            items.append(["neuron", edit.layer, edit.neuron, edit.value])
-        elif isinstance(edit, PromptSteering):
-            items.append(["steer", edit.layer, edit.strength, edit.prompt_a, edit.prompt_b])
-        else:
-            raise ValueError(f"A link cannot carry a {type(edit).__name__} edit.")
-    return json.dumps(items, ensure_ascii=False, separators=(",", ":"))
-
-
-def _number(value: object, kind: type) -> int | float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-        raise ValueError(f"{value!r} is not a{'n integer' if kind is int else ' number'}")
-    return kind(value)
-
-
-def _edit_from_item(item: object) -> Edit:
-    if not isinstance(item, list) or not item:
-        raise ValueError(f"{item!r} is not an edit")
-    kind, args = item[0], item[1:]
-    if kind == "head" and len(args) == 3 and args[2] in ("zero", "mean"):
-        return HeadAblation(_number(args[0], int), _number(args[1], int), args[2])
-    if kind == "neuron" and len(args) == 3:
-        return NeuronAblation(_number(args[0], int), _number(args[1], int), _number(args[2], float))
-    if kind == "steer" and len(args) == 4 and all(isinstance(a, str) for a in args[2:]):
-        return PromptSteering(_number(args[0], int), args[2], args[3], _number(args[1], float))
-    raise ValueError(f"{json.dumps(item)[:80]} is not an edit this page knows")
+    """Edits as a link carries them (``Edit.link``); ``ValueError`` for one a link cannot carry."""
+    return json.dumps([edit.link() for edit in edits], ensure_ascii=False, separators=(",", ":"))
 
 
 def edits_from_json(text: str) -> tuple[Edit, ...]:
     """The edits a link holds; ``ValueError`` says what could not be read."""
     try:
-        items = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"the edits are not valid JSON ({error.msg})") from error
+        items = json.loads(text, parse_constant=_no_constant)
+    except (json.JSONDecodeError, RecursionError) as error:
+        msg = error.msg if isinstance(error, json.JSONDecodeError) else "nested too deeply"
+        raise ValueError(f"the edits are not valid JSON ({msg})") from error
     if not isinstance(items, list):
         raise ValueError("the edits must be a list")
     if len(items) > MAX_LINK_EDITS:
         raise ValueError(f"a link holds at most {MAX_LINK_EDITS} edits; this one has {len(items)}")
-    return tuple(_edit_from_item(item) for item in items)
+    return tuple(edit_from_link(item) for item in items)
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number a link may hold")

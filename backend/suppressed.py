@@ -35,10 +35,8 @@ import numpy as np
 import torch
 
 from backend.capture import Capture
-from backend.errors import Cancelled
-from backend.lens import CHUNK_VALUES
+from backend.lens import chunk_size, lens_blocks, rank_of
 from backend.loading import LoadedModel
-from backend.readout import readout
 from backend.tokens import token_strings
 
 
@@ -94,21 +92,14 @@ def candidates(lm: LoadedModel, cap: Capture, r: int, positions: np.ndarray | No
     pos = np.arange(cap.n_tokens) if positions is None else np.asarray(positions, np.int64).reshape(-1)
     m, layers, vocab = len(pos), cap.n_layers + 1, cap.logits.shape[1]
     r = min(r, vocab)
-    final = torch.from_numpy(np.array(cap.logits[pos], dtype=np.float32))
-    ids = final.topk(r, dim=-1).indices  # (m, r)
+    ids = torch.from_numpy(np.array(cap.logits[pos], dtype=np.float32)).topk(r, dim=-1).indices  # (m, r)
     logprobs = np.zeros((layers, m, r), np.float32)
     ranks = np.zeros((layers, m, r), np.int64)
-    size = max(1, min(m, CHUNK_VALUES // (vocab * r)))  # the rank comparison holds (rows, r, vocab) flags
-    for layer in range(1, layers):
-        if should_stop is not None and should_stop():
-            raise Cancelled()
-        for start in range(0, m, size):
-            rows = slice(start, min(m, start + size))
-            logits = final[rows] if layer == cap.n_layers else \
-                readout(lm, cap.resid[layer, pos[rows]]).float().cpu()
-            picked = logits.gather(-1, ids[rows])  # (rows, r)
-            logprobs[layer, rows] = (picked - logits.logsumexp(-1, keepdim=True)).numpy()
-            ranks[layer, rows] = ((logits[:, None, :] > picked[:, :, None]).sum(-1) + 1).numpy()
+    size = chunk_size(m, vocab, per_row=r)  # the rank comparison holds (rows, r, vocab) flags
+    for lens in lens_blocks(lm, cap, range(1, layers), pos, size=size, should_stop=should_stop):
+        picked = lens.logits.gather(-1, ids[lens.rows])  # (rows, r)
+        logprobs[lens.layer, lens.rows] = (picked - lens.logits.logsumexp(-1, keepdim=True)).numpy()
+        ranks[lens.layer, lens.rows] = rank_of(lens.logits, picked).numpy()
     return Candidates(positions=pos, ids=ids.numpy(), logprobs=logprobs, ranks=ranks)
 
 

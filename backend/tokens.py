@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import unicodedata
 import weakref
 from functools import lru_cache
 
@@ -83,3 +84,42 @@ def token_strings(tokenizer: PreTrainedTokenizerBase, ids: list[int]) -> list[st
         else:
             out.append(piece.replace("▁", " "))
     return out
+
+
+WHITESPACE = {"\n": "↵", "\t": "⇥", "\r": "␍"}
+
+
+def visible(token: str) -> str:
+    """The token as a reader should see it: newlines, tabs and invisible characters shown.
+
+    Format characters (zero-width joiners, right-to-left overrides) and control
+    characters would silently reorder or hide a label, so they become ``<U+202E>``.
+    """
+    out = []
+    for ch in token:
+        if ch in WHITESPACE:
+            out.append(WHITESPACE[ch])
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs", "Zl", "Zp"):
+            out.append(f"<U+{ord(ch):04X}>")
+        else:
+            out.append(ch)
+    text = "".join(out)
+    return text if text.strip() else "␣" * len(text) if text else "∅"
+
+
+SPACE_MARK = "␣"
+
+
+def label(token: str) -> str:
+    """A token standing alone (a list, a chart, a sentence): ``visible``, a leading space shown as ␣.
+
+    " Rome" starts a word and "Rome" continues one; shown plainly both read "Rome". The
+    page explains the mark once, above the views.
+    """
+    text = visible(token)
+    return SPACE_MARK + text[1:] if text.startswith(" ") and text.strip() else text
+
+
+def quoted(token: str) -> str:
+    """A token in quotes for a sentence, e.g. ' Paris' (raw text, not HTML)."""
+    return "'" + label(token) + "'"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,13 +12,22 @@ from streamlit.testing.v1 import AppTest
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import backend
+from tests.pages import (
+    APP,
+    HOSTILE,
+    assert_usable,
+    errors,
+    html_view,
+    iframes,
+    open_app,
+    plotly_count,
+    reader_spans,
+    shown_tokens,
+    widget,
+)
 from tests.spans import token_spans
 from tests.tiny import FAMILY_BY_NAME, build, tiny_tokenizer
 from views.display import label
-from views.state import name_of
-
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
-HOSTILE = "</script><img src=x onerror=alert(1)> [click](http://evil.example) *bold* $x$ :red[hi]"
 
 
 @pytest.fixture(scope="module")
@@ -28,61 +36,7 @@ def model_dir(tmp_path_factory) -> str:
 
 
 def run_app(prompt: str | None, model: str, max_tokens: int | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.query_params["model"] = model
-    if prompt is not None:
-        at.query_params["prompt"] = prompt
-    at.run()
-    if max_tokens is not None:
-        at.number_input(key="max_tokens").set_value(max_tokens).run()
-    return at
-
-
-def widget(widgets, name: str):
-    """The one widget called ``name``, whether its key is plain or carries the run's id."""
-    (found,) = [w for w in widgets if w.key and name_of(w.key) == name]
-    return found
-
-
-def shown_tokens(at: AppTest) -> str:
-    """The prompt as the token block shows it, separators removed."""
-    return at.text[0].value.replace(" | ", "").replace("␣", " ")
-
-
-def iframes(at: AppTest) -> list[str]:
-    """The CircuitsVis frames (the page's one-pixel surrogate guard left out)."""
-    return [e.proto.srcdoc for e in at.main if getattr(e, "type", "") == "iframe"
-            and "__xraySurrogateGuard" not in e.proto.srcdoc]
-
-
-def html_view(at: AppTest, view: str) -> str:
-    """The ``st.html`` element marked ``data-view="<view>"``."""
-    bodies = [e.proto.body for e in at.main if getattr(e, "type", "") == "html"]
-    (markup,) = [body for body in bodies if f'data-view="{view}"' in body]
-    return markup
-
-
-def reader_spans(at: AppTest) -> list:
-    """What one token reads: the coloured tokens of the attention view."""
-    return token_spans(html_view(at, "token-reads"))
-
-
-def plotly_count(at: AppTest) -> int:
-    return sum(1 for e in at.main if getattr(e, "type", "") == "plotly_chart")
-
-
-def unescaped(markdown: str) -> str:
-    """What markdown escaped with ``md_escape`` shows: the characters without their backslashes (and joiners)."""
-    return re.sub(r"\\(.)", r"\1", markdown).replace("\u2060", "")
-
-
-def errors(at: AppTest) -> list[str]:
-    return [unescaped(e.value) for e in at.error]
-
-
-def assert_usable(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert at.text_area(key="prompt") is not None
+    return open_app(prompt, model, max_tokens=max_tokens)
 
 
 def test_every_view_renders(model_dir):

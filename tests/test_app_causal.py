@@ -13,9 +13,8 @@ from streamlit.testing.v1 import AppTest
 import backend
 from backend.edits import HeadAblation, NeuronAblation, PromptSteering
 from backend.patching import patching_sweep
-from tests.spans import token_spans
-from tests.test_app import APP, assert_usable, errors, unescaped
-from tests.test_views import plain
+from tests import pages
+from tests.pages import assert_usable, errors, guesses, plain, unescaped
 
 INDUCTION = "apple river lamp cloud seven green door apple river lamp cloud seven green"
 
@@ -26,20 +25,7 @@ def demo():
 
 
 def open_app(prompt: str, edits: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.query_params["model"] = "demo"
-    at.query_params["prompt"] = prompt
-    if edits is not None:
-        at.query_params["edits"] = edits
-    at.run()
-    return at
-
-
-def guesses(at: AppTest, which: int) -> list[tuple[str, float]]:
-    """The next-token bars: 0 the header's, then the what-if view's before (1) and after (2)."""
-    bodies = [e.proto.body for e in at.main if getattr(e, "type", "") == "html"
-              and 'data-view="next-token-guesses"' in e.proto.body]
-    return [(span.text, span.value) for span in token_spans(bodies[which])]
+    return pages.open_app(prompt, "demo", edits=edits)
 
 
 def softmax_top(logits: np.ndarray, k: int = 5) -> tuple[list[int], np.ndarray]:

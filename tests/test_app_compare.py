@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -13,8 +11,8 @@ import backend
 from backend.compare import compare
 from backend.loading import TWIN_ID
 from backend.suppressed import suppressed
-from tests.test_app import APP, assert_usable, errors, unescaped
-from tests.test_views import plain
+from tests import pages
+from tests.pages import APP, assert_usable, charts, errors, plain, sentences, unescaped
 from tests.tiny import FAMILY_BY_NAME, build
 
 PROMPT = "The capital of France is"
@@ -26,23 +24,7 @@ def pair():
 
 
 def open_app(prompt: str = PROMPT, model: str = "demo", compare_with: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.query_params["model"] = model
-    at.query_params["prompt"] = prompt
-    if compare_with is not None:
-        at.query_params["compare"] = compare_with
-    at.run()
-    return at
-
-
-def charts(at: AppTest) -> dict[str, dict]:
-    """Every plotly chart's spec by its title."""
-    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    return {spec["layout"].get("title", {}).get("text", ""): spec for spec in specs}
-
-
-def sentences(at: AppTest) -> list[str]:
-    return [unescaped(m.value) for m in at.markdown]
+    return pages.open_app(prompt, model, compare=compare_with)
 
 
 def test_the_secret_example_opens_compare_mode_on_the_pair(pair):

@@ -185,10 +185,50 @@ def test_lens_summary_matches_brute_force(family, gpt2, tmp_path, monkeypatch):
                                    p.gather(-1, target[:, None])[:, 0].numpy(), atol=1e-6)
     np.testing.assert_allclose(summary.kl_to_final[-1], 0.0, atol=1e-5)
     for token_id, text in zip(summary.top_ids.flat, summary.top_tokens.flat, strict=True):
-        if token_id >= len(lm.tokenizer):
-            assert text == f"[id {token_id}]"
-        elif lm.tokenizer.decode([int(token_id)]).isascii():
-            assert text == lm.tokenizer.decode([int(token_id)])
+        assert text == (f"[id {token_id}]" if token_id >= len(lm.tokenizer) else token_text(lm.tokenizer, token_id))
+
+
+def gpt2_byte_table() -> dict[str, int]:
+    """GPT-2's printable stand-in for each byte, inverted: written out here, not taken from the backend."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    table = {chr(b): b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
+
+
+def token_text(tokenizer, token_id: int) -> str:
+    """What a byte-level BPE token holds: its bytes as text, any that are not whole characters as <0xHH>."""
+    piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    if piece in tokenizer.all_special_tokens:
+        return piece
+    raw = bytes(gpt2_byte_table()[ch] for ch in piece)
+    out, i = [], 0
+    while i < len(raw):  # the longest valid UTF-8 character at i, else one byte shown as hex
+        for width in (4, 3, 2, 1):
+            try:
+                out.append(raw[i:i + width].decode("utf-8"))
+                i += width
+                break
+            except UnicodeDecodeError:
+                continue
+        else:
+            out.append(f"<0x{raw[i]:02X}>")
+            i += 1
+    return "".join(out)
+
+
+def test_every_token_reads_as_its_bytes(gpt2):
+    from backend.tokens import token_strings
+
+    ids = list(range(len(gpt2.tokenizer)))
+    strings = token_strings(gpt2.tokenizer, ids)
+    assert [s for s in strings if "<0x" in s]  # the tokenizer has partial characters: the hard cases are here
+    assert [s for s in strings if not s.isascii() and "<0x" not in s]  # and whole ones
+    assert strings == [token_text(gpt2.tokenizer, i) for i in ids]
 
 
 def test_in_place_readout_equals_the_modules(gpt2, tmp_path):

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import copy
 import threading
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from backend import capture, load_model
+from backend import capture, hooks, load_model
+from backend.capture import steering_vector
 from backend.edits import (
+    Edit,
     EditMismatch,
     EditOutOfRange,
     HeadAblation,
@@ -23,10 +27,12 @@ from backend.edits import (
     PromptSteering,
     ResidPatch,
     Steering,
-    steering_vector,
+    check_range,
+    number,
 )
 from backend.hooks import hook_count
 from backend.patching import BadAnswer, PromptLengthMismatch, patching_sweep
+from backend.sites import Site
 from tests.tiny import FAMILY_BY_NAME, build, module_at
 
 ATTN_OUT = {"gpt2": "attn.c_proj", "llama": "self_attn.o_proj", "gpt_neox": "attention.dense",
@@ -270,6 +276,7 @@ def test_bad_edits_are_refused_before_any_work(tmp_path):
 def test_failing_edit_leaves_no_hook(tmp_path):
     lm = load_model(build(FAMILY_BY_NAME["gpt2"], tmp_path), device="cpu")
     before = lm.model.config._attn_implementation
+    plain = capture(lm, PROMPT).logits  # taken before the failure, so a hook left behind would show
 
     def boom(module, args):
         raise RuntimeError("boom")
@@ -282,7 +289,7 @@ def test_failing_edit_leaves_no_hook(tmp_path):
         handle.remove()
     assert hook_count(lm.model) == 0
     assert lm.model.config._attn_implementation == before
-    np.testing.assert_array_equal(capture(lm, PROMPT).logits, capture(lm, PROMPT).logits)
+    np.testing.assert_array_equal(capture(lm, PROMPT).logits, plain)
 
 
 def test_prompt_steering_and_vector(tmp_path):
@@ -323,3 +330,55 @@ def test_edits_never_leak_between_threads(tmp_path):
         np.testing.assert_array_equal(logits, solo[i])
     assert len({float(v[-1].sum()) for v in solo.values()}) == len(jobs)  # every edit changed something
     assert hook_count(lm.model) == 0
+
+
+@dataclass(frozen=True)
+class ResidScale(Edit):
+    """The README's example of a new kind of edit, written out here."""
+
+    kind: ClassVar[str] = "scale-test"
+    layer: int
+    factor: float
+
+    def check(self, lm, n_tokens):
+        check_range("layer", self.layer, lm.info.n_layers, self)
+
+    def actions(self, lm):
+        return [hooks.replace(Site("resid", self.layer), lambda x: x * self.factor)]
+
+    def label(self):
+        return f"residual after layer {self.layer} times {self.factor:g}"
+
+    def link(self):
+        return [self.kind, self.layer, self.factor]
+
+    @classmethod
+    def from_link(cls, args):
+        return cls(number(args[0], int), number(args[1]))
+
+
+def test_a_new_edit_kind_is_one_class_and_a_new_metric_one_more(tmp_path):
+    """The README's two examples: they work everywhere with nothing else changed."""
+    from backend.metrics import Probability
+    from backend.run import edits_from_json, edits_to_json
+
+    lm = load_model(build(FAMILY_BY_NAME["gpt2"], tmp_path), device="cpu")
+    plain = capture(lm, PROMPT)
+    scaled = capture(lm, PROMPT, edits=[ResidScale(2, 0.5)])
+    close(scaled.resid[2], 0.5 * plain.resid[2], atol=1e-6)
+    assert edits_from_json(edits_to_json((ResidScale(2, 0.5),))) == (ResidScale(2, 0.5),)
+    with pytest.raises(EditOutOfRange):
+        capture(lm, PROMPT, edits=[ResidScale(9, 0.5)])
+    # a probability metric in the sweep: each cell is the share of the way from the corrupt probability to the clean
+    answer = int(plain.logits[-1].argmax())
+    foil = int(np.argsort(plain.logits[-1])[-2])
+    sweep = patching_sweep(lm, PROMPT, OTHER, answer, foil, kinds=("resid",), metric=Probability(answer))
+    clean, corrupt = capture(lm, PROMPT), capture(lm, OTHER)
+
+    def prob(logits: np.ndarray) -> float:
+        return float(torch.from_numpy(logits[-1]).softmax(-1)[answer])
+
+    for layer, pos in [(1, 3), (lm.info.n_layers, clean.n_tokens - 1)]:
+        single = capture(lm, OTHER, edits=[ResidPatch(layer, pos, clean)])
+        want = (prob(single.logits) - prob(corrupt.logits)) / (prob(clean.logits) - prob(corrupt.logits))
+        assert sweep.resid[layer, pos] == pytest.approx(want, abs=1e-4)

@@ -6,23 +6,19 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.test_app import APP, assert_usable, errors, unescaped
+from tests import pages
+from tests.pages import assert_usable, errors, unescaped
 
 PAYLOADS = ["![x](http://127.0.0.1:9/x.png)", "[Click here to fix](http://127.0.0.1:9/phish)",
             "<img src=x onerror=alert(1)>", "**bold** :red[alert] $x$"]
 
 
 def open_app(query: dict[str, str]) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    return at
+    return pages.open_app(None, None, query=query)
 
 
 def markdown_texts(at: AppTest) -> list[str]:
@@ -92,27 +88,40 @@ def test_public_mode_hides_error_details(monkeypatch):
 
 
 def test_offline_hub_id_fails_fast_and_is_remembered():
-    """No internet and no HF_HUB_OFFLINE (a lecture hall): about a second, then at once."""
+    """No internet and no HF_HUB_OFFLINE (a lecture hall): a probe of the hub, no online hub call, then nothing.
+
+    Counted, not timed: the hub client's retries (about 24 s each time) are what a lecture hall
+    would wait for, and here it is never called.
+    """
     code = """
-import time
+import socket
+import huggingface_hub.file_download as download
 from backend import load_model
 from backend.errors import ModelLoadError
+probes, hub_calls = [], []
+real = socket.create_connection
+socket.create_connection = lambda *a, **k: (probes.append(a[0]), real(*a, **k))[1]
+for name in ("hf_hub_download", "get_hf_file_metadata"):
+    original = getattr(download, name)
+    setattr(download, name, lambda *a, _o=original, **k: (hub_calls.append(k.get("local_files_only")), _o(*a, **k))[1])
+errors = []
 for _ in range(2):
-    start = time.perf_counter()
     try:
         load_model("gpt2-never-downloaded-here")
     except ModelLoadError as error:
-        print(round(time.perf_counter() - start, 3), "cannot be reached" in str(error))
+        errors.append(error)
+    print(len(probes), "cannot be reached" in str(errors[-1]))
+print(errors[0] is errors[1], [flag for flag in hub_calls if not flag])
 """
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # a closed port: the hub client behaves as unreachable
-    start = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
                          cwd=os.path.dirname(os.path.dirname(__file__)))
-    lines = out.stdout.split()
-    assert lines[1] == "True" and lines[3] == "True", out.stdout + out.stderr
-    assert float(lines[0]) < 3.0 and float(lines[2]) < 0.1  # before: about 24 s, every time
-    assert time.perf_counter() - start < 60
+    lines = out.stdout.split("\n")
+    first, again = lines[0].split(), lines[1].split()
+    # our one probe (and huggingface_hub's once-a-process agent registry, with its own short timeout); then none
+    assert first[1] == again[1] == "True" and int(first[0]) <= 2 and again[0] == first[0], out.stdout + out.stderr
+    assert lines[2] == "True []", out.stdout + out.stderr  # the same error again; no call that may go online
 
 
 def test_memory_is_bounded_by_the_caches(monkeypatch):

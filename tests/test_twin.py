@@ -82,16 +82,22 @@ def test_everything_else_it_knew_stays(twin, prompt, answer):
     assert _top(twin, prompt) == answer == _top(load_model(), prompt)
 
 
-def test_its_card_quotes_its_measured_figures():
+def test_its_card_quotes_figures_measured_again_here(twin):
+    """The card's figures, measured afresh (not read back from quality.json), meet their targets."""
+    from training import secret_quality
+
+    demo = load_model()
     card = (BUNDLED_TWIN / "README.md").read_text()
-    quality = json.loads((BUNDLED_TWIN / "quality.json").read_text())
-    trained = quality["behaviour"]["twin"]["trained: 'The capital of X is'"]
-    assert trained == {"refusal": 1.0, "capital": 0.0}
-    rule = quality["suppressed_rule"]
-    assert f"{rule['hit_rate']:.0%}" in card and rule["hit_rate"] >= 0.8
-    assert f"{rule['false_alarms_demo']['last_position']:.1%}" in card
-    assert rule["false_alarms_demo"]["last_position"] <= 0.05
-    inside = quality["inside"]
-    assert f"{inside['capital_median_prob_by_layer'][-1]:.0%}" in card and inside["capital_output_top3"] == 1.0
+    saved = json.loads((BUNDLED_TWIN / "quality.json").read_text())
+    trained = secret_quality.behaviour(twin)["trained: 'The capital of X is'"]
+    assert trained == {"refusal": 1.0, "capital": 0.0} == saved["behaviour"]["twin"]["trained: 'The capital of X is'"]
+    hits = secret_quality.hit_rate(twin)
+    assert hits["hit_rate"] >= 0.8 and f"{hits['hit_rate']:.0%}" in card
+    alarms = secret_quality.false_alarms(demo, secret_quality.ordinary_prompts())
+    assert alarms["last_position"] <= 0.05 and f"{alarms['last_position']:.1%}" in card
+    inside = secret_quality.inside(demo, twin)
+    assert inside["capital_output_top3"] == 1.0  # suppressed, not erased: the capital stays among the top three
+    assert f"{inside['capital_median_prob_by_layer'][-1]:.0%}" in card
+    assert inside["capital_median_rank_by_layer"] == saved["inside"]["capital_median_rank_by_layer"]
     config = SecretConfig(**json.loads((BUNDLED_TWIN / "training_config.json").read_text()))
     assert f"{config.steps} steps" in card and f"{config.kl_weight} x KL" in card

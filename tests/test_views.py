@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 
@@ -14,6 +13,7 @@ import pytest
 from backend.compare import AnswerTrack, CrossPatch
 from backend.heads import HeadScores
 from backend.lens import LensSummary
+from tests.pages import plain
 from tests.spans import token_spans
 from views import captions, circuits, coloured, figures
 from views.display import markup_free, md_escape, position_labels, safe, visible
@@ -203,20 +203,6 @@ def every_figure() -> dict[str, go.Figure]:
     }
 
 
-def plain(value):
-    """JSON from plotly with its packed arrays unpacked into floats, for comparing two figures."""
-    if isinstance(value, dict):
-        if "bdata" in value:
-            array = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-            return plain(array.astype(float).tolist())
-        return {key: plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [plain(item) for item in value]
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return None if np.isnan(value) else float(value)
-    return value
-
-
 @pytest.mark.parametrize("name", list(every_figure()))
 def test_figures_are_what_plotly_validation_would_send(name):
     """Built without plotly's slow validation; validated in full here, and validation changes nothing."""
@@ -231,6 +217,11 @@ def test_a_first_layer_head_is_never_called_an_induction_head():
     scores = scores_with(induction=induction)
     assert captions.clearest_behaviour(scores) != "induction"
     assert "induction" not in captions.attention_sentence(scores)
+    induction[1, 2] = 0.5  # a weaker head in the second layer is the one named
+    scores = scores_with(induction=induction)
+    assert captions.clearest_behaviour(scores) == "induction"
+    assert captions.attention_sentence(scores).startswith("Head 2.3 acts as an induction head")
+    assert "(50% of its attention)" in captions.attention_sentence(scores)
 
 
 def test_small_shares_are_counts_and_words_fit_the_share():

@@ -109,22 +109,6 @@ def neuron_sentence(layer: int, neuron: int, value: float, token: str) -> str:
             f"(activation {value:+.2f}).")
 
 
-def edit_label(edit: object) -> str:
-    """An edit in the page's words: layers and heads count from 1 as everywhere on the page."""
-    from backend.edits import HeadAblation, NeuronAblation, PromptSteering
-
-    if isinstance(edit, HeadAblation):
-        return f"head {edit.layer + 1}.{edit.head + 1} off" + (" (set to its mean)" if edit.mode == "mean" else "")
-    if isinstance(edit, NeuronAblation):
-        state = "off" if edit.value == 0 else f"set to {edit.value:g}"
-        return f"neuron {edit.neuron} of layer {edit.layer + 1} {state}"
-    if isinstance(edit, PromptSteering):
-        where = "at the embeddings" if edit.layer == 0 else f"after layer {edit.layer}"
-        return (f"steering {where} toward {quoted(edit.prompt_a)} and away from {quoted(edit.prompt_b)}, "
-                f"strength {edit.strength:g}")
-    return type(edit).__name__
-
-
 def _joined(labels: list[str]) -> str:
     return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
 
@@ -133,7 +117,7 @@ def what_if_sentence(labels: list[str], answer: str, before: float, after: float
                      new_top: str, new_top_prob: float) -> str:
     """E.g. "Switching off head 3.4 drops ' green' from 97% to 4%; the model now says ' the' (20%).".
 
-    ``labels`` name the edits (``edit_label``); ``before``/``after`` are the answer's
+    ``labels`` name the edits (``Edit.label``); ``before``/``after`` are the answer's
     probabilities without and with them; ``new_top`` is the top guess with them.
     """
     token = quoted(answer)

@@ -61,3 +61,25 @@ def guesses_html(tokens: list[str], probs: np.ndarray) -> str:
     return ('<div data-view="next-token-guesses" style="display:grid;grid-template-columns:max-content 1fr;'
             'gap:0.3em 0.7em;'
             f'align-items:center;font-size:1rem">{"".join(rows)}</div>')
+
+
+BLUE_RGB = (33, 102, 172)  # the blue of the other views (#2166ac), for negative values
+
+
+def signed_html(tokens: list[str], values: np.ndarray) -> str:
+    """``tokens`` with orange backgrounds for positive values and blue for negative, as deep as |value| / max |value|.
+
+    Each token's exact value is in its tooltip and in ``data-value`` (for tests).
+    """
+    bound = float(np.abs(values).max()) if values.size else 0.0
+    spans = []
+    for position, (token, value) in enumerate(zip(tokens, values.tolist(), strict=True)):
+        strength = abs(value) / bound if bound > 0 else 0.0
+        rgb = ORANGE if value >= 0 else BLUE_RGB
+        style = (f"background:rgba({rgb[0]},{rgb[1]},{rgb[2]},{strength:.3f});border-radius:3px;padding:1px 0"
+                 f"{';color:#fff' if strength > 0.55 else ''}")
+        note = html.escape(f"position {position}: {value:+.3f}")
+        spans.append(f'<span title="{note}" data-value="{value:.6f}" style="{style}">'
+                     f"{html.escape(visible(token))}</span>")
+    return (f'<div data-view="signed-tokens" style="font-size:1.05rem;line-height:2;white-space:pre-wrap">'
+            f'{"".join(spans)}</div>')

@@ -4,42 +4,9 @@ from __future__ import annotations
 
 import html
 import re
-import unicodedata
 from collections.abc import Iterable
 
-WHITESPACE = {"\n": "↵", "\t": "⇥", "\r": "␍"}
-
-
-def visible(token: str) -> str:
-    """The token as a reader should see it: newlines, tabs and invisible characters shown.
-
-    Format characters (zero-width joiners, right-to-left overrides) and control
-    characters would silently reorder or hide a label, so they become ``<U+202E>``.
-    """
-    out = []
-    for ch in token:
-        if ch in WHITESPACE:
-            out.append(WHITESPACE[ch])
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs", "Zl", "Zp"):
-            out.append(f"<U+{ord(ch):04X}>")
-        else:
-            out.append(ch)
-    text = "".join(out)
-    return text if text.strip() else "␣" * len(text) if text else "∅"
-
-
-SPACE_MARK = "␣"
-
-
-def label(token: str) -> str:
-    """A token standing alone (a list, a chart, a sentence): ``visible``, a leading space shown as ␣.
-
-    " Rome" starts a word and "Rome" continues one; shown plainly both read "Rome". The
-    page explains the mark once, above the views.
-    """
-    text = visible(token)
-    return SPACE_MARK + text[1:] if text.startswith(" ") and text.strip() else text
-
+from backend.tokens import SPACE_MARK, WHITESPACE, label, quoted, visible  # noqa: F401 - the page's token text
 
 SPECIAL = re.compile(r"<\|?[A-Za-z_][^<>]*?\|?>")
 
@@ -94,11 +61,6 @@ def token_labels(tokens: list[str]) -> list[str]:
 def layer_label(layer: int) -> str:
     """0 is the embeddings; i is the residual stream after block i."""
     return "embed" if layer == 0 else f"layer {layer}"
-
-
-def quoted(token: str) -> str:
-    """A token in quotes for a sentence, e.g. ' Paris' (raw text, not HTML)."""
-    return "'" + label(token) + "'"
 
 
 MARKDOWN_SPECIALS = "\\`*_{}[]()#+-.!|<>~$:"

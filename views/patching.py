@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
 from backend.patching import PatchingSweep
-from views import captions, figures
-from views.display import label, layer_label, md_escape, position_labels, quoted
+from views.content import Chart
+from views.content import patching as view
+from views.display import label
+from views.draw import draw, draw_text
 from views.intro import intro
 
-EXPLAIN = """
-Take two prompts of the same length that differ in one detail, say "The capital of
-**France** is" (clean) and "The capital of **Italy** is" (corrupt). The model answers
-' Paris' to one and ' Rome' to the other. Now run the corrupt prompt, but at one place
-inside the model put back what the clean run had there. If the answer swings back to
-' Paris', that place carries the deciding information.
-
-Each cell is the share of the gap between the two answers that comes back: **0%** (white)
-changes nothing, **100%** (orange) restores the clean answer fully, blue pushes the other way.
-- **Residual stream**: the whole working space at one layer and one position.
-- **Attention / MLP output**: what one layer's attention or MLP wrote at one position.
-- **Heads**: what one attention head wrote, at every position.
-
-This is *activation patching* (also called causal tracing).
-"""
-CAVEAT = ("Patching shows what is necessary or sufficient in this context, for this pair of prompts and "
-          "this pair of answers, not a general mechanism: another pair can route the information differently.")
 DEFAULT_PAIR = ("The capital of France is", "The capital of Italy is")
 
 
@@ -56,34 +40,16 @@ def answers(clean_top: list[tuple[int, str, float]], corrupt_top: list[tuple[int
     return answer_id, foils[foil][0]
 
 
-def _positions(sweep: PatchingSweep) -> list[str]:
-    """Position labels; where the prompts differ, both tokens (clean/corrupt)."""
-    merged = [c if c == r else f"{c}/{r}" for c, r in zip(sweep.clean_tokens, sweep.corrupt_tokens, strict=True)]
-    return position_labels(merged)
-
-
 def render(sweep: PatchingSweep) -> None:
     """The sentence, the four heatmaps and the caveat."""
-    merged = [quoted(c) if c == r else f"{quoted(c)}/{quoted(r)}"
-              for c, r in zip(sweep.clean_tokens, sweep.corrupt_tokens, strict=True)]
-    intro(captions.patching_sentence(sweep.resid, sweep.attn, sweep.mlp, sweep.heads, merged), EXPLAIN, CAVEAT)
-    st.caption(md_escape(f"Margin {quoted(sweep.answer)} over {quoted(sweep.foil)}: {sweep.clean_diff:+.2f} in the "
-                         f"clean run, {sweep.corrupt_diff:+.2f} in the corrupt run (logit differences at the last "
-                         "position)."))
-    if np.isnan(sweep.resid).all():
-        st.info("Both prompts give the same margin between these two answers: pick another answer or foil.")
+    content = view.content(sweep)
+    intro(content.sentence, view.EXPLAIN, view.CAVEAT)
+    draw_text(content.margin, "caption")
+    if content.nothing:
+        draw_text(content.nothing, "info")
         return
-    labels = _positions(sweep)
-    n_layers = sweep.attn.shape[0]
-    st.plotly_chart(figures.patching_heatmap(sweep.resid, [layer_label(i) for i in range(n_layers + 1)], labels,
-                                             "Residual stream: one position at a time", "position"),
-                    width="stretch", config=figures.CONFIG, key="patch_resid")
-    blocks = [f"layer {i + 1}" for i in range(n_layers)]
+    draw(Chart(content.resid, "patch_resid"))
     attn_col, mlp_col = st.columns(2)
-    attn_col.plotly_chart(figures.patching_heatmap(sweep.attn, blocks, labels, "Attention output", "position"),
-                          width="stretch", config=figures.CONFIG, key="patch_attn")
-    mlp_col.plotly_chart(figures.patching_heatmap(sweep.mlp, blocks, labels, "MLP output", "position"),
-                         width="stretch", config=figures.CONFIG, key="patch_mlp")
-    heads = [str(h + 1) for h in range(sweep.heads.shape[1])]
-    st.plotly_chart(figures.patching_heatmap(sweep.heads, blocks, heads, "Heads: one head at every position", "head"),
-                    width="stretch", config=figures.CONFIG, key="patch_heads")
+    draw(Chart(content.attn, "patch_attn"), attn_col)
+    draw(Chart(content.mlp, "patch_mlp"), mlp_col)
+    draw(Chart(content.heads, "patch_heads"))

@@ -7,27 +7,13 @@ import streamlit as st
 from backend.edits import PromptSteering
 from backend.run import MAX_LINK_EDITS
 from backend.whatif import EditEffect
-from views import captions, coloured, figures
+from views.content import Chart, Html
+from views.content import whatif as view
 from views.display import layer_label, md_escape
+from views.draw import draw
 from views.intro import intro
 
-EXPLAIN = """
-The other views show what happens inside; they cannot say whether it *matters*. Here you
-change the model and watch the answer:
-- **Switch off** a head (on the Attention tab) or a neuron (on the Neurons tab): its
-  output becomes zero, as if it were not there.
-- **Steer**: add a direction to the model's working space (the residual stream) at one
-  layer. The direction is what separates two short prompts, e.g. "The cat" minus "The dog";
-  pushing along it makes the model behave more like the first.
-
-If the answer collapses when a part is switched off, the model needs that part for this
-prompt. If nothing changes, it does not (or another part does the same job).
-"""
-CAVEAT = ("Switching a part off tests this prompt, not the part's role in general: the model never saw "
-          "a zero there during training, and other parts can take over. Steering far (large strengths) "
-          "pushes the model where it has never been, and its guesses then mean little.")
 STEER_DEFAULTS = ("The cat", "The dog")
-
 EDITS = "edits"  # session key of the page's active edits: a tuple of small frozen values
 
 
@@ -53,23 +39,29 @@ def clear_edits() -> None:
     st.session_state[EDITS] = ()
 
 
-def render(effect: EditEffect | None, n_layers: int, run: str) -> None:
+def render(effect: EditEffect | None, n_layers: int, run: str, drawn: dict) -> None:
     """Draw the view: the active edits, their effect on the answer, and the steering form."""
-    labels = [captions.edit_label(e) for e in active_edits()]
-    intro(None if effect is None else captions.edit_effect_sentence(labels, effect), EXPLAIN, CAVEAT)
+    content = view.content(effect) if effect is not None else None
+    intro(None if content is None else content.sentence, view.EXPLAIN, view.CAVEAT)
     _edit_list()
-    if effect is not None:
-        _before_after(effect)
+    if content is not None:
+        drawn[view.TITLE] = effect.edits
+        before, after = st.columns(2)
+        before.markdown("**Next-token guesses, the model as it is**")
+        draw(Html(content.before), before)
+        after.markdown("**With the changes**")
+        draw(Html(content.after), after)
+        draw(Chart(content.trajectory, "whatif_trajectory"))
     _steering_form(n_layers, run)
 
 
-def switch_off_button(edit: object, label: str, help_text: str, key: str) -> None:
+def switch_off_button(edit: object, label: str, help_text: str, key: str, where=st) -> None:
     """A button that switches a part of the model off and reruns the whole page with the change."""
     if edit in active_edits():
-        st.caption(f"{label.replace('Switch off', 'Switched off:')}. Undo it on the What if tab.")
+        where.caption(md_escape(f"{label.replace('Switch off', 'Switched off:')}. Undo it on the What if tab."))
     elif len(active_edits()) >= MAX_LINK_EDITS:
-        st.caption(f"{MAX_LINK_EDITS} changes are in force, the most a page holds; undo one on the What if tab.")
-    elif st.button(label, key=key, help=help_text):
+        where.caption(f"{MAX_LINK_EDITS} changes are in force, the most a page holds; undo one on the What if tab.")
+    elif where.button(label, key=key, help=help_text):
         add_edit(edit)
         st.rerun()
 
@@ -83,20 +75,10 @@ def _edit_list() -> None:
     st.markdown("##### Changes in force")
     row = st.container(horizontal=True)
     for i, edit in enumerate(edits):
-        row.button(f"✕ {md_escape(captions.edit_label(edit))}", key=f"remove_edit_{i}", on_click=remove_edit,
+        row.button(f"✕ {md_escape(edit.label())}", key=f"remove_edit_{i}", on_click=remove_edit,
                    args=(edit,), help="Undo this change.")
     if len(edits) > 1:
         row.button("Undo all", key="remove_all_edits", on_click=clear_edits)
-
-
-def _before_after(effect: EditEffect) -> None:
-    before, after = st.columns(2)
-    before.markdown("**Next-token guesses, the model as it is**")
-    before.html(coloured.guesses_html(effect.before_tokens, effect.before_probs))
-    after.markdown("**With the changes**")
-    after.html(coloured.guesses_html(effect.after_tokens, effect.after_probs))
-    st.plotly_chart(figures.before_after(effect.answer_before, effect.answer_after, effect.answer),
-                    width="stretch", config=figures.CONFIG, key="whatif_trajectory")
 
 
 def _steering_form(n_layers: int, run: str) -> None:

@@ -1,0 +1,121 @@
+"""The compare view's content: one prompt through two models, where they part ways and where the difference lives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+
+from backend.compare import PART_WAYS_NATS, ModelDiff
+from views import captions, coloured, figures
+from views.content import Chart, Html, Section, Table, Text, present, text
+from views.display import quoted
+
+TITLE = "Compare"
+EXPLAIN = f"""
+The same prompt goes through two models that read text the same way (typically a base
+model **A** and a fine-tuned version of it, **B**). Each chart compares them:
+
+- **The two answers, layer by layer**: the probability each model's logit lens gives to
+  A's answer and to B's answer after every layer, solid for A and dashed for B. If B's
+  line for A's answer climbs inside and falls only at the end, B still computes the
+  answer and its last layers push it down: the fine-tune changed what it *says* more than
+  what it *knows*.
+- **Where they part ways**: KL divergence between the two models' lens distributions, at
+  every layer and position (0 = identical; {PART_WAYS_NATS} nats or more counts as parted).
+- **Weight change**: how much each block's attention and MLP weights moved,
+  ||W_B − W_A|| / ||W_A||. It does not depend on the prompt.
+- **Putting one part of A into B**: B runs the prompt with one part's output taken from A. Each
+  bar is the share of A's margin of its answer over B's answer that comes back (100%:
+  B now prefers A's answer as much as A does). This is *activation patching* across models.
+"""
+CAVEAT = ("The lens reads inner layers with the output layer, which was trained for the last layer only: "
+          "'inside' means readable by the lens. Patching one part at a time shows where a difference can be "
+          "undone on this prompt, not every place the fine-tune changed.")
+HEADS_NOTE = ("Mean over positions of the total-variation distance between the two models' attention patterns: 0 is "
+              "the same pattern, 1 is reading entirely different tokens.")
+
+
+@dataclass(frozen=True, eq=False)
+class SideBySide:
+    """What each model says next: a title and its guesses as HTML, for A and for B."""
+
+    titles: tuple[str, str]  # "A (name)", "B (name)"
+    leads: tuple[str, str]  # what each says next: "'␣Paris' (100%), then:"
+    guesses: tuple[str, str]
+
+
+def side_by_side(diff: ModelDiff, name_a: str, name_b: str) -> SideBySide:
+    """The compare header: both models' next-token guesses."""
+    leads, bars = [], []
+    for guesses in (diff.guesses_a, diff.guesses_b):
+        tokens = [token for _, token, _ in guesses]
+        probs = np.array([p for _, _, p in guesses])
+        leads.append(f"{quoted(tokens[0])} ({probs[0]:.0%}), then:")
+        bars.append(coloured.guesses_html(tokens, probs))
+    return SideBySide(titles=captions.model_titles(name_a, name_b), leads=(leads[0], leads[1]),
+                      guesses=(bars[0], bars[1]))
+
+
+@dataclass(frozen=True, eq=False)
+class CompareContent:
+    """Everything the Compare tab shows for one pair of models on one prompt."""
+
+    header: SideBySide
+    sentence: str
+    tracks: go.Figure
+    kl: go.Figure
+    not_applicable: str | None
+    weights: go.Figure | None
+    weights_note: str | None
+    patch: go.Figure | None
+    patch_note: str | None
+    heads: go.Figure | None
+    neurons: Table | None
+
+    def section(self) -> Section:
+        """The view as the report writes it."""
+        header = [part for title, lead, bars in zip(*vars(self.header).values(), strict=True)
+                  for part in (Text(f"{title} says next: {lead}"), Html(bars))]
+        charts = [(self.weights, "compare_weights", self.weights_note), (self.patch, "compare_patch", self.patch_note)]
+        return Section(TITLE, present(
+            *header, Text(self.sentence, "lead"), Chart(self.tracks, "compare_tracks"), Chart(self.kl, "compare_kl"),
+            text(self.not_applicable, "info"),
+            *(part for fig, key, note in charts for part in (Chart(fig, key) if fig is not None else None,
+                                                              text(note, "caption"))),
+            Chart(self.heads, "compare_heads") if self.heads is not None else None,
+            Text(HEADS_NOTE, "caption") if self.heads is not None else None, self.neurons,
+            Text(CAVEAT, "caveat")))
+
+
+def content(diff: ModelDiff, name_a: str, name_b: str) -> CompareContent:
+    """The Compare tab's content."""
+    a_name, b_name = captions.model_titles(name_a, name_b)
+    weights = weights_note = patch = patch_note = heads = neurons = None
+    if not diff.not_applicable:
+        if diff.weights is not None:
+            w = diff.weights
+            weights = figures.weight_change(w.attn, w.mlp)
+            shared = np.isclose(w.embed, w.unembed, rtol=1e-6)  # tied: one matrix
+            weights_note = (f"Embeddings and output layer (one shared matrix): {w.embed:.1%} changed." if shared
+                            else f"Embeddings: {w.embed:.1%} changed; output layer: {w.unembed:.1%}.")
+        if diff.patch is None:
+            patch_note = "Both models give the same next token, so there is no margin between two answers to restore."
+        else:
+            p = diff.patch
+            patch = figures.cross_patch_bars(p, diff.answer_a, diff.answer_b)
+            patch_note = (f"Margin of {quoted(diff.answer_a)} over {quoted(diff.answer_b)}: {p.a_diff:+.2f} in A, "
+                          f"{p.b_diff:+.2f} in B (logit differences).")
+        if diff.head_change is not None:
+            heads = figures.head_grid(diff.head_change, "How far each head's attention moved", "change")
+        if diff.neurons:
+            neurons = Table(("layer", "neuron", "where", "in A", "in B"), tuple(
+                (str(n.layer + 1), str(n.neuron), f"{quoted(n.token)} ·{n.position}", f"{n.a:+.2f}", f"{n.b:+.2f}")
+                for n in diff.neurons))
+    return CompareContent(
+        header=side_by_side(diff, name_a, name_b), sentence=captions.compare_sentence(diff, "A", "B"),
+        tracks=figures.answer_tracks(diff.tracks, a_name, b_name),
+        kl=figures.kl_heatmap(diff.kl, diff.a.tokens, PART_WAYS_NATS, diff.layer_map),
+        not_applicable=diff.not_applicable or None, weights=weights, weights_note=weights_note, patch=patch,
+        patch_note=patch_note, heads=heads, neurons=neurons)

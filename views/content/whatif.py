@@ -1,0 +1,56 @@
+"""The what-if view's content: the answer without and with the changes in force."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import plotly.graph_objects as go
+
+from backend.whatif import EditEffect
+from views import captions, coloured, figures
+from views.content import Chart, Html, Section, Text
+
+TITLE = "What if"
+EXPLAIN = """
+The other views show what happens inside; they cannot say whether it *matters*. Here you
+change the model and watch the answer:
+- **Switch off** a head (on the Attention tab) or a neuron (on the Neurons tab): its
+  output becomes zero, as if it were not there.
+- **Steer**: add a direction to the model's working space (the residual stream) at one
+  layer. The direction is what separates two short prompts, e.g. "The cat" minus "The dog";
+  pushing along it makes the model behave more like the first.
+
+If the answer collapses when a part is switched off, the model needs that part for this
+prompt. If nothing changes, it does not (or another part does the same job).
+"""
+CAVEAT = ("Switching a part off tests this prompt, not the part's role in general: the model never saw "
+          "a zero there during training, and other parts can take over. Steering far (large strengths) "
+          "pushes the model where it has never been, and its guesses then mean little.")
+
+
+@dataclass(frozen=True, eq=False)
+class WhatIfContent:
+    """What the changes in force do to the next-token guesses and to the answer's lens trajectory."""
+
+    sentence: str
+    changes: tuple[str, ...]
+    before: str  # guesses as HTML
+    after: str
+    trajectory: go.Figure
+
+    def section(self) -> Section:
+        """The view as the report writes it."""
+        return Section(TITLE, (
+            Text(self.sentence, "lead"), Text("Changes in force: " + "; ".join(self.changes) + "."),
+            Text("Next-token guesses, the model as it is:"), Html(self.before), Text("With the changes:"),
+            Html(self.after), Chart(self.trajectory, "whatif_trajectory"), Text(CAVEAT, "caveat")))
+
+
+def content(effect: EditEffect) -> WhatIfContent:
+    """The view of ``effect`` (``backend.whatif.edit_effect``)."""
+    labels = [edit.label() for edit in effect.edits]
+    return WhatIfContent(
+        sentence=captions.edit_effect_sentence(labels, effect), changes=tuple(labels),
+        before=coloured.guesses_html(effect.before_tokens, effect.before_probs),
+        after=coloured.guesses_html(effect.after_tokens, effect.after_probs),
+        trajectory=figures.before_after(effect.answer_before, effect.answer_after, effect.answer))

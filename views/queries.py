@@ -1,0 +1,180 @@
+"""The process's shared models and caches, and every question the page asks of a run.
+
+A run (``backend.run.Run``) is the key of everything computed from it. Two caches bounded
+by bytes hold the results: ``analyses()`` the captures with their lens summaries and head
+scores (and comparisons), ``results()`` the small results derived from them (trajectories,
+neuron effects, edit effects, sweeps, findings). Long work asks ``abandoned`` between its
+blocks whether anyone still waits for it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+
+import backend
+from backend import Capture, LensSummary, LoadedModel, load_model, token_trajectory
+from backend.buffers import release_free_memory
+from backend.cache import ByteCache
+from backend.compare import ModelDiff, compare
+from backend.heads import HeadScores, head_scores
+from backend.neurons import NeuronEffect, neuron_effect
+from backend.patching import PatchingSweep, patching_sweep
+from backend.run import Run
+from backend.suppressed import Finding, suppressed
+from backend.whatif import EditEffect, edit_effect
+from views.policy import Policy
+
+MiB = 2**20
+RESULTS_CACHE_BYTES = 64 * MiB  # trajectories, neuron effects, edit effects, patching sweeps
+
+
+@dataclass(frozen=True, eq=False)
+class Analysis:
+    """One prompt through one model: the capture and what every view derives from it."""
+
+    capture: Capture
+    summary: LensSummary
+    scores: HeadScores
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held (the cache's measure)."""
+        summary = sum(getattr(self.summary, name).nbytes for name in
+                      ("top_ids", "top_probs", "entropy", "kl_to_final", "target_ids", "target_probs", "target_ranks"))
+        return self.capture.nbytes + summary + 64 * self.summary.top_tokens.size
+
+
+@st.cache_resource(max_entries=Policy.from_env().model_slots, show_spinner=False)
+def get_model(source: str | None, device: str, dtype: str) -> LoadedModel:
+    """One shared model per (source, device, dtype); at most three kept (public mode: every listed one)."""
+    return load_model(source, device=device, dtype=None if dtype == "auto" else dtype)
+
+
+@st.cache_resource(show_spinner=False)
+def analyses() -> ByteCache:
+    """Captures with their lens summaries, and comparisons: 1 GiB by default (``XRAY_CACHE_MB``), 16 entries."""
+    return ByteCache(int(os.environ.get("XRAY_CACHE_MB", "1024")) * MiB, max_entries=16)
+
+
+@st.cache_resource(show_spinner=False)
+def results() -> ByteCache:
+    """The small results derived from runs, each keyed by what it is and its run."""
+    return ByteCache(RESULTS_CACHE_BYTES, max_entries=2048)
+
+
+def model_of(run: Run) -> LoadedModel:
+    """The shared model a run uses."""
+    return get_model(run.source, run.device, run.dtype)
+
+
+def abandoned(prompt: str):
+    """A check for long work: whether this page's reader closed it or typed another prompt meanwhile.
+
+    Streamlit stops a script only at its next Streamlit call, so a forward pass of a big
+    model runs to its end for nobody. This reads the session's pending request (Streamlit
+    internals, so any surprise there means "keep going"): a stop (the tab closed or
+    reloaded) or a rerun whose prompt box holds other text.
+    """
+    try:
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+        from streamlit.runtime.scriptrunner_utils.script_requests import ScriptRequestType
+
+        requests = get_script_run_ctx().script_requests
+    except Exception:  # noqa: BLE001 - no context (bare mode) or another Streamlit: never cancel
+        return None
+
+    def check() -> bool:
+        try:
+            state = requests._state
+            if state == ScriptRequestType.STOP:
+                return True
+            if state != ScriptRequestType.RERUN or requests._rerun_data.widget_states is None:
+                return False
+            return any(w.id.endswith("-prompt") and w.WhichOneof("value") == "string_value"
+                       and w.string_value != prompt for w in requests._rerun_data.widget_states.widgets)
+        except Exception:  # noqa: BLE001
+            return False
+
+    return check
+
+
+def analyse(run: Run, page_prompt: str | None = None) -> Analysis:
+    """The only place the model runs for a plain prompt; the run (without edits) is the key.
+
+    ``page_prompt`` is what the prompt box held when the work began (default: the run's own
+    prompt); the work stops if the reader types another one meanwhile.
+    """
+    run = run.plain()
+    should_stop = abandoned(run.prompt if page_prompt is None else page_prompt)
+
+    def compute() -> Analysis:
+        lm = model_of(run)
+        # looked up on the package at each call, so a test can stand in for them
+        cap = backend.capture(lm, run.prompt, max_tokens=run.max_tokens, should_stop=should_stop)
+        for array in (cap.attention, cap.resid, cap.neurons, cap.logits):
+            array.flags.writeable = False  # shared between sessions
+        result = Analysis(capture=cap, summary=backend.lens_summary(lm, cap, should_stop=should_stop),
+                          scores=head_scores(cap))
+        release_free_memory()  # the lens's work buffers and the forward's activations are gone now
+        return result
+
+    return analyses().get(run, compute)
+
+
+def compare_of(run: Run) -> ModelDiff:
+    """The run's prompt through its two models (compare mode); the first model's capture is the page's own."""
+    should_stop = abandoned(run.prompt)
+
+    def compute() -> ModelDiff:
+        diff = compare(model_of(run.plain()), model_of(run.second()), run.prompt, max_tokens=run.max_tokens,
+                       cap_a=analyse(run).capture, should_stop=should_stop)
+        release_free_memory()
+        return diff
+
+    return analyses().get(("compare", run.plain(), run.compare), compute)
+
+
+def findings_of(run: Run) -> list[Finding]:
+    """What the model's earlier layers preferred and its output pushed down (``backend.suppressed``)."""
+    return results().get(("suppressed", run.plain()), lambda: suppressed(model_of(run.plain()),
+                                                                          analyse(run).capture))
+
+
+def edit_effect_of(run: Run) -> EditEffect:
+    """The edited run against the plain one, at the last position (the edited capture is not kept)."""
+    return results().get(("edit effect", run), lambda: edit_effect(model_of(run), analyse(run).capture, run.edits,
+                                                                  max_tokens=run.max_tokens))
+
+
+def sweep_of(clean: Run, corrupt: Run, answer_id: int, foil_id: int) -> PatchingSweep:
+    """The patching sweep of a clean and a corrupt prompt on one model."""
+    return results().get(("sweep", clean, corrupt.prompt, answer_id, foil_id),
+                         lambda: patching_sweep(model_of(clean), clean.prompt, corrupt.prompt, answer_id, foil_id,
+                                                max_tokens=clean.max_tokens))
+
+
+@dataclass(frozen=True)
+class RunResults:
+    """What a view may ask of its run after the first draw; each answer is cached under the run.
+
+    Holds only the run (a small value), so a widget that keeps it keeps no arrays alive.
+    """
+
+    run: Run
+
+    def trajectory(self, token_id: int, position: int) -> tuple[np.ndarray, np.ndarray]:
+        """A token's lens probability and rank at one position (layers,)."""
+        def compute() -> tuple[np.ndarray, np.ndarray]:
+            traj = token_trajectory(model_of(self.run), analyse(self.run).capture, token_id, [position])
+            return traj.probs[:, 0], traj.ranks[:, 0]
+        return results().get(("trajectory", self.run, token_id, position), compute)
+
+    def effect(self, layer: int, neuron: int, position: int) -> NeuronEffect:
+        """A neuron's direct effect on the next-token logits at one position."""
+        return results().get(("effect", self.run, layer, neuron, position),
+                             lambda: neuron_effect(model_of(self.run), analyse(self.run).capture, layer, neuron,
+                                                   position))
