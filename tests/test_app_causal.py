@@ -150,3 +150,31 @@ def test_patching_prompts_of_different_lengths_get_one_message(demo):
     counts = [len(demo.tokenizer(p)["input_ids"]) for p in ("The capital of France is",
                                                             "The capital of the country Italy is")]
     assert f"the clean prompt has {counts[0]} tokens and the corrupt one has {counts[1]}" in message
+
+
+def test_the_report_draws_what_the_page_drew_in_the_pages_order():
+    """The head, neuron and position chosen on the page are the report's; What if and Patching come along."""
+    from backend.run import Run
+    from views.page import report_sections
+    from views.report import report_html
+    from tests.pages import widget
+
+    at = open_app(INDUCTION, edits='[["head",3,1,"zero"]]')
+    score = widget(at.selectbox, "attention_score").value
+    widget(at.selectbox, f"attention_layer_{score}").select(2).run()
+    widget(at.selectbox, f"attention_head_{score}").select(3).run()
+    at.selectbox(key="neuron_layer").select(1).run()
+    widget(at.number_input, "neuron_id_1").set_value(17).run()
+    at.session_state["view_tab"] = "Patching"  # the Patching tab runs when it is opened
+    at.run()
+    drawn = at.session_state["drawn"]
+    run = Run(None, "auto", "auto", INDUCTION, at.number_input(key="max_tokens").value)
+    assert drawn["run"] == run.id
+    sections = report_sections(run, drawn)
+    titles = [s.title for s in sections]
+    assert titles == ["Prompt", "Attention", "Logit lens", "Neurons", "What if", "Patching"]
+    text = report_html(backend.load_model().info, sections)
+    assert "Head 2.3: who reads whom" in text  # the head picked on the page, not the clearest one
+    assert "Neuron 17 on every token" in text and "Most active neurons of layer 2" in text
+    assert "head 4.2 off" in text  # the change in force, with its sentence
+    assert "Residual stream: one position at a time" in text and "The capital of" in text  # the sweep the tab drew

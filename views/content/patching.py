@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from backend.patching import PatchingSweep
 from views import captions, figures
 from views.content import Chart, Section, Text, present, text
-from views.display import layer_label, position_labels, quoted
+from views.display import layer_label, position_labels, quoted, visible
 
 TITLE = "Patching"
 EXPLAIN = """
@@ -47,6 +47,7 @@ class PatchingContent:
     """The sweep's sentence, margin and four heatmaps (none when there is no margin to restore)."""
 
     sentence: str
+    pair: str  # the two prompts, as their tokens read
     margin: str
     nothing: str | None
     resid: go.Figure | None
@@ -59,7 +60,7 @@ class PatchingContent:
         charts = [Chart(fig, key) for fig, key in ((self.resid, "patch_resid"), (self.attn, "patch_attn"),
                                                    (self.mlp, "patch_mlp"), (self.heads, "patch_heads"))
                   if fig is not None]
-        return Section(TITLE, present(Text(self.sentence, "lead"), Text(self.margin, "caption"),
+        return Section(TITLE, present(Text(self.pair), Text(self.sentence, "lead"), Text(self.margin, "caption"),
                                       text(self.nothing, "info"), *charts, Text(CAVEAT, "caveat")))
 
 
@@ -70,8 +71,10 @@ def content(sweep: PatchingSweep) -> PatchingContent:
     margin = (f"Margin {quoted(sweep.answer)} over {quoted(sweep.foil)}: {sweep.clean_diff:+.2f} in the clean run, "
               f"{sweep.corrupt_diff:+.2f} in the corrupt run (logit differences at the last position).")
     sentence = captions.patching_sentence(sweep.resid, sweep.attn, sweep.mlp, sweep.heads, merged)
+    pair = (f"Clean prompt: {''.join(visible(t) for t in sweep.clean_tokens)} · corrupt prompt: "
+            f"{''.join(visible(t) for t in sweep.corrupt_tokens)}")
     if np.isnan(sweep.resid).all():
-        return PatchingContent(sentence, margin, "Both prompts give the same margin between these two answers: "
+        return PatchingContent(sentence, pair, margin, "Both prompts give the same margin between these two answers: "
                                "pick another answer or foil.", None, None, None, None)
     labels = position_labels([c if c == r else f"{c}/{r}"
                               for c, r in zip(sweep.clean_tokens, sweep.corrupt_tokens, strict=True)])
@@ -79,7 +82,7 @@ def content(sweep: PatchingSweep) -> PatchingContent:
     blocks = [f"layer {i + 1}" for i in range(n_layers)]
     heads = [str(h + 1) for h in range(sweep.heads.shape[1])]
     return PatchingContent(
-        sentence=sentence, margin=margin, nothing=None,
+        sentence=sentence, pair=pair, margin=margin, nothing=None,
         resid=figures.patching_heatmap(sweep.resid, [layer_label(i) for i in range(n_layers + 1)], labels,
                                        "Residual stream: one position at a time", "position"),
         attn=figures.patching_heatmap(sweep.attn, blocks, labels, "Attention output", "position"),
