@@ -14,7 +14,7 @@ import streamlit as st
 
 from backend.patching import PromptLengthMismatch
 from backend.run import Run
-from views import attention, circuits, lens, neurons, page, patching, whatif
+from views import attention, circuits, features, lens, neurons, page, patching, whatif
 from views import compare as compare_view
 from views.content import compare as compare_content
 from views.content import header as header_content
@@ -30,7 +30,7 @@ from views.whatif import active_edits
 
 st.set_page_config(page_title="Model X-ray", page_icon="🩻", layout="wide")
 POLICY = Policy.from_env()
-VIEWS = ["Attention", "Logit lens", "Neurons", "What if", "Patching"]  # no emoji: shown as boxes without a font
+VIEWS = ["Attention", "Logit lens", "Neurons", "Features", "What if", "Patching"]  # no emoji: boxes without a font
 
 
 def patching_tab(run: Run, drawn: dict) -> None:
@@ -85,7 +85,8 @@ def main() -> None:
     prompt = page.prompt_box()
     page.link_edits()
     lm = page.load_or_explain(settings, POLICY, get_model)
-    run = Run(settings.source, settings.device, settings.dtype, prompt, 0, active_edits(), settings.compare)
+    run = Run(settings.source, settings.device, settings.dtype, prompt, 0, active_edits(), settings.compare,
+              settings.features)
     st.query_params.from_dict(run.query())
     if lm is None:
         return
@@ -134,6 +135,9 @@ def main() -> None:
     with tabs["Neurons"]:
         neurons.render(cap, results, script_url, plain.id, drawn)
         page.take_away(plain, "neurons", drawn)
+    with tabs["Features"]:
+        features.render(cap, results, plain.id, drawn, result.features_error, plain.features)
+        page.take_away(plain, "features", drawn)
     with tabs["What if"]:
         if effect is None:
             drawn.pop(whatif_content.TITLE, None)

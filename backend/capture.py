@@ -12,6 +12,7 @@ from backend import hooks
 from backend.buffers import POOL
 from backend.edits import Edit, PromptSteering, check_edits, edit_actions
 from backend.errors import CaptureTooLarge, EmptyPrompt, PromptTooLong, UnsupportedModel
+from backend.features import SAE, FeatureActivations, Transcoders, feature_reads
 from backend.loading import LoadedModel
 from backend.readout import readout_columns
 from backend.sites import Site
@@ -35,6 +36,7 @@ class Capture:
     neurons: np.ndarray  # (n_layers, n, d_mlp) float32; input of each MLP's output projection
     logits: np.ndarray  # (n, vocab) float32; the model's own output
     edits: tuple = ()  # the backend.edits applied during the pass, as given
+    features: FeatureActivations | None = None  # when captured with a dictionary: its activations, sparse
 
     def __post_init__(self) -> None:
         n = len(self.tokens)
@@ -68,7 +70,8 @@ class Capture:
     @property
     def nbytes(self) -> int:
         """Memory held by the arrays."""
-        return sum(a.nbytes for a in (self.token_ids, self.attention, self.resid, self.neurons, self.logits))
+        arrays = sum(a.nbytes for a in (self.token_ids, self.attention, self.resid, self.neurons, self.logits))
+        return arrays + (self.features.nbytes if self.features is not None else 0)
 
 
 def capture_bytes(lm: LoadedModel, n_tokens: int) -> int:
@@ -206,7 +209,8 @@ def _mean_resid(lm: LoadedModel, max_tokens: int) -> Callable[[str, int], np.nda
 
 def capture(lm: LoadedModel, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKENS,
             memory_budget: int = DEFAULT_MEMORY_BUDGET, edits: tuple[Edit, ...] | list[Edit] = (),
-            should_stop: Callable[[], bool] | None = None, observe: Sequence[hooks.Action] = ()) -> Capture:
+            should_stop: Callable[[], bool] | None = None, observe: Sequence[hooks.Action] = (),
+            features: Transcoders | SAE | None = None) -> Capture:
     """Run ``prompt`` through the model once and return everything the views draw.
 
     ``edits`` (see ``backend.edits``) apply during that one pass; the capture shows the
@@ -215,7 +219,8 @@ def capture(lm: LoadedModel, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKEN
     cannot be read or do not add up. ``should_stop``, asked before every block, raises
     ``Cancelled`` when it says nobody waits for the run (a closed tab, a newer prompt).
     ``observe`` adds read-only ``backend.hooks.Action``s, run after the capture's own and removed
-    with them: another module's record of the same pass.
+    with them: another module's record of the same pass. ``features`` (``backend.features``
+    transcoders or an SAE) adds their activations on this run, encoded from the same pass.
     """
     edits = tuple(edits)
     ids = tokenize(lm, prompt, max_tokens)
@@ -226,7 +231,8 @@ def capture(lm: LoadedModel, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKEN
     check_edits(lm, edits, n)
     mean_resid = _mean_resid(lm, max_tokens)
     resolved = tuple(edit.resolved(mean_resid) for edit in edits)
-    outputs, buffers = run_forward(lm, ids, resolved, should_stop, tuple(observe))
+    reads, encoded = feature_reads(features) if features is not None else ([], None)
+    outputs, buffers = run_forward(lm, ids, resolved, should_stop, (*observe, *reads))
     missing = buffers.missing()
     if missing:
         raise UnsupportedModel(f"The hooks saw no activation for {missing}: the model skipped "
@@ -236,6 +242,7 @@ def capture(lm: LoadedModel, prompt: str, *, max_tokens: int = DEFAULT_MAX_TOKEN
         prompt=prompt, model_name=lm.info.name, tokens=token_strings(lm.tokenizer, ids),
         token_ids=np.asarray(ids, dtype=np.int64), attention=buffers.attention,
         resid=buffers.resid, neurons=buffers.neurons, logits=logits, edits=edits,
+        features=encoded() if encoded is not None else None,
     )
     _check_consistency(lm, result)
     return result

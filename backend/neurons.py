@@ -47,26 +47,29 @@ def output_direction(lm: LoadedModel, layer: int, neuron: int) -> torch.Tensor:
     return column.float().cpu()
 
 
+def readout_change(lm: LoadedModel, resid: np.ndarray, direction: np.ndarray,
+                   k: int = 10) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
+    """The tokens whose logits a direction (d_model,) raises and lowers most at a final residual (d_model,).
+
+    The exact first-order change of the model's own readout (final norm, unembedding, any
+    soft-capping) per unit along ``direction``: a Jacobian-vector product, so the norm's
+    scaling is taken into account. Returns (promoted, their changes, suppressed, theirs).
+    """
+    base = np.array(resid, dtype=np.float32).reshape(1, -1)  # a writable copy
+    with FORWARD_AD_LOCK:  # forward-mode AD levels are process-wide: two threads at once corrupt each other
+        _, change = torch.func.jvp(lambda r: readout_tensor(lm, r), (torch.from_numpy(base),),
+                                   (torch.from_numpy(np.asarray(direction, np.float32).reshape(1, -1)),))
+    change = change[0].detach().float().cpu()
+    top, bottom = change.topk(k), (-change).topk(k)
+    return (token_strings(lm.tokenizer, top.indices.tolist()), top.values.numpy(),
+            token_strings(lm.tokenizer, bottom.indices.tolist()), -bottom.values.numpy())
+
+
 def neuron_effect(lm: LoadedModel, cap: Capture, layer: int, neuron: int,
                   position: int = -1, k: int = 10) -> NeuronEffect:
-    """Direct effect of the neuron's output direction on the logits at ``position``.
-
-    The exact first-order change of the model's own readout (final norm, unembedding,
-    any soft-capping) at that position's final residual, per unit of activation: a
-    Jacobian-vector product, so the norm's scaling is taken into account.
-    """
+    """Direct effect of the neuron's output direction on the logits at ``position`` (``readout_change``)."""
     position = int(np.arange(cap.n_tokens)[position])
     direction = output_direction(lm, layer, neuron).numpy()
-    base = np.array(cap.resid[cap.n_layers, position][None])  # (1, d_model), a writable copy
-    with FORWARD_AD_LOCK:  # forward-mode AD levels are process-wide: two threads at once corrupt each other
-        _, change = torch.func.jvp(lambda resid: readout_tensor(lm, resid),
-                                   (torch.from_numpy(base),), (torch.from_numpy(direction[None]),))
-    change = change[0].detach().float().cpu()
-    top = change.topk(k)
-    bottom = (-change).topk(k)
-    return NeuronEffect(
-        layer=layer, neuron=neuron, position=position,
-        promoted=token_strings(lm.tokenizer, top.indices.tolist()),
-        promoted_values=top.values.numpy(),
-        suppressed=token_strings(lm.tokenizer, bottom.indices.tolist()),
-        suppressed_values=-bottom.values.numpy())
+    promoted, up, suppressed, down = readout_change(lm, cap.resid[cap.n_layers, position], direction, k)
+    return NeuronEffect(layer=layer, neuron=neuron, position=position, promoted=promoted, promoted_values=up,
+                        suppressed=suppressed, suppressed_values=down)

@@ -60,7 +60,7 @@ def _norm_parts(module: nn.Module, width: int) -> tuple[torch.Tensor, torch.Tens
                           torch.zeros(width, dtype=torch.float64)])
     param = next(module.parameters(), None)
     with torch.no_grad():
-        out = module(probes.to(param.device if param is not None else "cpu",
+        out = module.forward(probes.to(param.device if param is not None else "cpu",  # forward: no hooks
                                param.dtype if param is not None else torch.float32)).double().cpu()
     rms = float(signs.abs().mean()) ** 0.5
     bias = (out[0] + out[1]) / 2

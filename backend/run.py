@@ -1,4 +1,4 @@
-"""A run as one value: model, prompt, token limit, edits, and the second model in compare mode.
+"""A run as one value: model, prompt, token limit, edits, the second model in compare mode, the features read.
 
 It is the cache key of every computation on the run, the prefix of the page's per-run
 widget keys (``Run.id``) and what a link holds (``Run.query``). Adding a field changes
@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, replace
 
 from backend.edits import Edit, edit_from_link
+from backend.features import BUNDLED  # importing backend.features also registers the feature edits for links
+from backend.loading import TWIN_ID
 
 MAX_LINK_EDITS = 16
 
@@ -21,7 +23,9 @@ class Run:
     """One prompt through one model with some edits; ``source`` None is the bundled demo model.
 
     ``compare`` names a second model read beside the first (compare mode): a source as the
-    page spells it, with "demo" for the bundled demo model.
+    page spells it, with "demo" for the bundled demo model. ``features`` names the
+    dictionaries read with the model (``backend.features.load_features``): "bundled" for the
+    demo model's set, a folder or hub id, or None.
     """
 
     source: str | None
@@ -31,6 +35,15 @@ class Run:
     max_tokens: int
     edits: tuple[Edit, ...] = ()
     compare: str | None = None
+    features: str | None = None
+
+    @staticmethod
+    def default_features(source: str | None) -> str | None:
+        """The dictionaries a model is read with unless a link or the sidebar names others.
+
+        The bundled set for the demo model and its twin; none for any other model.
+        """
+        return BUNDLED if source in (None, "demo", TWIN_ID) else None
 
     @property
     def model_key(self) -> str:
@@ -43,6 +56,8 @@ class Run:
         parts = (self.model_key, self.prompt, self.max_tokens, tuple(e.identity() for e in self.edits))
         if self.compare is not None:
             parts = (*parts, self.compare)
+        if self.features is not None:
+            parts = (*parts, "features", self.features)
         return hashlib.blake2b(repr(parts).encode(), digest_size=6).hexdigest()
 
     def plain(self) -> Run:
@@ -53,7 +68,8 @@ class Run:
         """The plain run of the second model (compare mode), with the same device, precision and limit."""
         if self.compare is None:
             raise ValueError("This run compares no second model.")
-        return replace(self, source=None if self.compare == "demo" else self.compare, edits=(), compare=None)
+        source = None if self.compare == "demo" else self.compare
+        return replace(self, source=source, edits=(), compare=None, features=self.default_features(source))
 
     def with_prompt(self, prompt: str) -> Run:
         """The same model and limit on another prompt, without edits."""
@@ -66,6 +82,8 @@ class Run:
             query["edits"] = edits_to_json(self.edits)
         if self.compare is not None:
             query["compare"] = self.compare
+        if self.features != self.default_features(self.source):
+            query["features"] = self.features or "none"
         return query
 
 

@@ -97,7 +97,7 @@ READOUT = Site("readout")
 _BLOCK_HOOKS = {"hook_resid_pre": ("resid", 0), "hook_resid_post": ("resid", 1), "hook_resid_mid": (None, 0),
                 "hook_attn_out": ("attn_out", 0), "hook_mlp_out": ("mlp_out", 0), "attn.hook_z": ("heads", 0),
                 "attn.hook_pattern": ("pattern", 0), "ln2.hook_normalized": ("mlp_in", 0),
-                "mlp.hook_in": ("mlp_in", 0), "hook_mlp_in": ("mlp_in", 0), "mlp.hook_pre": ("mlp_pre", 0),
+                "mlp.hook_in": ("mlp_in", 0), "mlp.hook_pre": ("mlp_pre", 0),
                 "mlp.hook_post": ("neurons", 0), "mlp.hook_out": ("mlp_out", 0)}
 _MODULE_NAMES = {"mlp": "mlp_out", "mlp.down_proj": "mlp_out", "mlp.c_proj": "mlp_out", "self_attn": "attn_out",
                  "attn": "attn_out", "": "resid_post"}
@@ -110,8 +110,9 @@ def from_hook_name(name: str) -> Site:
     is ``resid.3``; ``blocks.2.ln2.hook_normalized`` and ``blocks.2.mlp.hook_in`` are
     ``mlp_in.2``; ``hook_embed`` style names of the embeddings are ``resid.0``. Module paths
     as sparsify writes them (``layers.3.mlp``, ``transformer.h.3``) name a block's MLP output or
-    its output. ``ValueError`` for a name that names no site (``hook_resid_mid`` among them:
-    no module holds it).
+    its output. ``ValueError`` for a name that names no site: ``hook_resid_mid`` and
+    TransformerLens's ``hook_mlp_in`` (both the stream between attention and the MLP's norm,
+    which no module's input or output holds in every family).
     """
     text = name.strip()
     if text in ("hook_embed", "embed", "embeddings", "blocks.0.hook_resid_pre"):

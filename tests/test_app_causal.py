@@ -155,9 +155,9 @@ def test_patching_prompts_of_different_lengths_get_one_message(demo):
 def test_the_report_draws_what_the_page_drew_in_the_pages_order():
     """The head, neuron and position chosen on the page are the report's; What if and Patching come along."""
     from backend.run import Run
+    from tests.pages import widget
     from views.page import report_sections
     from views.report import report_html
-    from tests.pages import widget
 
     at = open_app(INDUCTION, edits='[["head",3,1,"zero"]]')
     score = widget(at.selectbox, "attention_score").value

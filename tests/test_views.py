@@ -188,6 +188,8 @@ def every_figure() -> dict[str, go.Figure]:
         "lens_heatmap": figures.lens_heatmap(top_tokens, rng.random((3, 4, 2)), tokens, np.arange(1, 5)),
         "trajectory": figures.trajectory(rng.random(3), np.array([1500, 4, 1]), rng.random(3), rng.random(3), "<b>"),
         "neuron_heatmap": figures.neuron_heatmap(rng.standard_normal((5, n - 1)), np.arange(5), tokens[1:], 2, 1),
+        "feature_heatmap": figures.feature_heatmap(rng.random((5, n - 1)), np.arange(5), ["<b>fires</b>"] * 5,
+                                                   tokens[1:], 2, 1),
         "bars": figures.bars(["#1", "#2"], np.array([0.5, -0.2]), "t", "activation"),
         "effect_bars": figures.effect_bars(tokens[:3], np.array([3.0, 2.0, 1.0]), tokens[3:], -np.arange(1.0, 5.0)),
         "patching_heatmap": figures.patching_heatmap(rng.random((3, 4)), ["a", "b", "c"], ["1", "2", "3", "4"], "t",

@@ -20,7 +20,7 @@ from backend.whatif import EditEffect
 
 TOP_NEURONS = 20
 
-VIEWS = ("attention", "lens", "neurons", "whatif", "patching", "compare")
+VIEWS = ("attention", "lens", "neurons", "features", "whatif", "patching", "compare")
 
 
 def _plain(value: object) -> object:
@@ -75,6 +75,16 @@ def neuron_numbers(cap: Capture) -> dict:
     return {"tokens": cap.tokens, "layers": layers}
 
 
+def feature_numbers(cap: Capture) -> dict:
+    """Every dictionary's active features at every position: ids and activations."""
+    if cap.features is None:
+        return {"tokens": cap.tokens, "features": None}
+    layers = [{"site": str(site), "positions": [dict(zip(("features", "activations"), acts.row(p), strict=True))
+                                                for p in range(cap.n_tokens)]}
+              for site, acts in zip(cap.features.sites, cap.features.layers, strict=True)]
+    return {"tokens": cap.tokens, "source": cap.features.source, "dictionaries": layers}
+
+
 def what_if_numbers(effect: EditEffect | None) -> dict:
     """The answer's guesses and lens probabilities without and with the changes."""
     if effect is None:
@@ -114,7 +124,7 @@ def compare_numbers(diff: ModelDiff) -> dict:
 
 
 def python_snippet(view: str, prompt: str, source: str | None, max_tokens: int, edits: tuple = (),
-                   compare: str | None = None) -> str:
+                   compare: str | None = None, features: str | None = None) -> str:
     """The calls that give the view's numbers, for a notebook."""
     model = "" if source is None else repr(source)
     lines = ["from backend import load_model, capture, lens_summary",
@@ -143,6 +153,13 @@ def python_snippet(view: str, prompt: str, source: str | None, max_tokens: int, 
                   "answer = int(capture(lm, clean).logits[-1].argmax())",
                   "foil = int(capture(lm, corrupt).logits[-1].argmax())",
                   "sweep = patching_sweep(lm, clean, corrupt, answer, foil)  # .resid .attn .mlp .heads"]
+    elif view == "features":
+        named = "" if features in (None, "bundled") else f", {features!r}"
+        lines = [lines[0], lines[1], "from backend.features import load_features",
+                 f"dictionaries = load_features(lm{named})  # transcoders (one per layer) or an SAE",
+                 f"cap = capture(lm, {prompt!r}, max_tokens={max_tokens}, features=dictionaries)",
+                 "acts = cap.features.layers[-1]  # sparse: .row(position) -> (feature ids, activations), "
+                 ".column(feature), .dense()"]
     elif view == "compare":
         second = "None" if compare in (None, "demo") else repr(compare)
         lines += ["from backend.compare import compare",

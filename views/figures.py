@@ -192,6 +192,23 @@ def neuron_heatmap(values: np.ndarray, neuron_ids: np.ndarray, tokens: list[str]
         yaxis=_axis(title={"text": "neuron"}, type="category", autorange="reversed")))
 
 
+def feature_heatmap(values: np.ndarray, feature_ids: np.ndarray, labels: list[str], tokens: list[str],
+                    layer: int, first_position: int = 0) -> go.Figure:
+    """Activations (features, m) of the chosen features over ``tokens``; hover names each feature's label."""
+    high = max(float(values.max(initial=0.0)), 1e-6)
+    positions = position_labels(tokens, range(first_position, first_position + len(tokens)))
+    names = [f"#{i}" for i in feature_ids]
+    hover = [[safe(labels[row], 90)] * len(tokens) for row in range(len(feature_ids))]
+    heat = {"type": "heatmap", "z": values, "x": positions, "y": names, "zmin": 0, "zmax": high,
+            "colorscale": signed_scale(0.0, high), "colorbar": {"title": {"text": "activation"}},
+            "customdata": hover, "hovertemplate": "feature %{y} on %{x}: %{z:.2f}<br>%{customdata}<extra></extra>"}
+    return _figure([heat], _layout(
+        f"Most active features of layer {layer + 1}", 200 + 24 * len(feature_ids),
+        left=text_px(names) + LINE_PX + 25, bottom=_slanted(positions) + 15, right=COLORBAR_PX,
+        xaxis=_axis(type="category", tickangle=-60),
+        yaxis=_axis(title={"text": "feature"}, type="category", autorange="reversed")))
+
+
 def signed_scale(low: float, high: float) -> list[list]:
     """Blue below zero, white at zero, orange above, over [low, high].
 

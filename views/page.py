@@ -23,6 +23,7 @@ from views import downloads
 from views.content import Section
 from views.content import attention as attention_view
 from views.content import compare as compare_view
+from views.content import features as features_view
 from views.content import header as header_view
 from views.content import lens as lens_view
 from views.content import neurons as neurons_view
@@ -30,6 +31,7 @@ from views.content import patching as patching_view
 from views.content import whatif as whatif_view
 from views.display import md_escape
 from views.draw import draw_text
+from views.features import where
 from views.lens import track
 from views.policy import Policy
 from views.queries import RunResults, analyse, analyses, compare_of, edit_effect_of, findings_of, model_of, sweep_of
@@ -201,6 +203,11 @@ def report_sections(run: Run, drawn: dict) -> list[Section]:
     neurons = drawn.get(neurons_view.TITLE) or neurons_view.defaults(cap)
     effect = results.effect(neurons.layer, neurons.neuron, neurons.position)
     sections.append(neurons_view.content(cap, neurons, effect).section())
+    chosen = drawn.get(features_view.TITLE)
+    if chosen is not None and cap.features is not None:
+        sections.append(features_view.content(
+            cap, chosen, results.feature_labels(chosen.layer), results.feature_card(chosen.layer, chosen.feature),
+            results.feature_effect(chosen.layer, chosen.feature, chosen.position), where(cap, chosen.layer)).section())
     edits = drawn.get(whatif_view.TITLE)
     if edits:
         sections.append(whatif_view.content(edit_effect_of(replace(plain, edits=edits))).section())
@@ -229,6 +236,8 @@ def view_json(run: Run, view: str, pair: tuple | None = None) -> str:
         return downloads.to_json(downloads.lens_numbers(result.capture, result.summary, findings_of(run)))
     if view == "neurons":
         return downloads.to_json(downloads.neuron_numbers(result.capture))
+    if view == "features":
+        return downloads.to_json(downloads.feature_numbers(result.capture))
     return downloads.to_json(downloads.what_if_numbers(edit_effect_of(run) if run.edits else None))
 
 
@@ -243,7 +252,8 @@ def take_away(run: Run, view: str, drawn: dict, pair: tuple | None = None) -> No
                         mime="text/html", on_click="ignore", key=f"report_{view}",
                         help="One file with every view's charts and sentences; opens offline.")
     with st.expander("Reproduce in Python"):
-        st.text(downloads.python_snippet(view, run.prompt, run.source, run.max_tokens, run.edits, run.compare))
+        st.text(downloads.python_snippet(view, run.prompt, run.source, run.max_tokens, run.edits, run.compare,
+                                         run.features))
     st.caption("Each chart's toolbar (top right) saves it as a PNG.")
 
 

@@ -22,15 +22,17 @@ class Policy:
     models: tuple[str, ...]  # XRAY_MODELS: hub ids or folders offered besides the bundled model (public mode)
     max_tokens: int  # XRAY_MAX_TOKENS: the sidebar's ceiling (public default 128)
     new_runs_per_minute: int  # XRAY_RUNS_PER_MINUTE: model runs one visitor may start per minute (public mode)
+    features: tuple[str, ...] = ()  # XRAY_FEATURES: dictionaries offered for the listed models (public mode)
 
     @classmethod
     def from_env(cls) -> Policy:
         """Read the environment; malformed numbers fall back to the defaults."""
         public = os.environ.get("XRAY_PUBLIC", "").strip().lower() not in ("", "0", "false", "no")
         models = tuple(m.strip() for m in os.environ.get("XRAY_MODELS", "").split(",") if m.strip())
+        features = tuple(f.strip() for f in os.environ.get("XRAY_FEATURES", "").split(",") if f.strip())
         return cls(public=public, models=models if public else (),
                    max_tokens=_number("XRAY_MAX_TOKENS", 128 if public else 4096),
-                   new_runs_per_minute=_number("XRAY_RUNS_PER_MINUTE", 12))
+                   new_runs_per_minute=_number("XRAY_RUNS_PER_MINUTE", 12), features=features if public else ())
 
     @property
     def model_slots(self) -> int:

@@ -16,12 +16,14 @@ import numpy as np
 import streamlit as st
 
 import backend
-from backend import Capture, LensSummary, LoadedModel, load_model, token_trajectory
+from backend import Capture, LensSummary, LoadedModel, XrayError, load_model, token_trajectory
+from backend.atlas import FeatureCard, feature_card
 from backend.buffers import release_free_memory
 from backend.cache import ByteCache
 from backend.compare import ModelDiff, compare
+from backend.features import SAE, Transcoders, load_features
 from backend.heads import HeadScores, head_scores
-from backend.neurons import NeuronEffect, neuron_effect
+from backend.neurons import NeuronEffect, neuron_effect, readout_change
 from backend.patching import PatchingSweep, patching_sweep
 from backend.run import Run
 from backend.suppressed import Finding, suppressed
@@ -36,9 +38,10 @@ RESULTS_CACHE_BYTES = 64 * MiB  # trajectories, neuron effects, edit effects, pa
 class Analysis:
     """One prompt through one model: the capture and what every view derives from it."""
 
-    capture: Capture
+    capture: Capture  # with the run's feature activations when its dictionaries loaded
     summary: LensSummary
     scores: HeadScores
+    features_error: str | None = None  # why the run's dictionaries did not load (the rest of the page goes on)
 
     @property
     def nbytes(self) -> int:
@@ -113,12 +116,19 @@ def analyse(run: Run, page_prompt: str | None = None) -> Analysis:
 
     def compute() -> Analysis:
         lm = model_of(run)
+        dictionaries, error = None, None
+        if run.features is not None:
+            try:
+                dictionaries = load_features(lm, run.features)
+            except XrayError as failure:
+                error = str(failure)
         # looked up on the package at each call, so a test can stand in for them
-        cap = backend.capture(lm, run.prompt, max_tokens=run.max_tokens, should_stop=should_stop)
+        cap = backend.capture(lm, run.prompt, max_tokens=run.max_tokens, should_stop=should_stop,
+                              features=dictionaries)
         for array in (cap.attention, cap.resid, cap.neurons, cap.logits):
             array.flags.writeable = False  # shared between sessions
         result = Analysis(capture=cap, summary=backend.lens_summary(lm, cap, should_stop=should_stop),
-                          scores=head_scores(cap))
+                          scores=head_scores(cap), features_error=error)
         release_free_memory()  # the lens's work buffers and the forward's activations are gone now
         return result
 
@@ -178,3 +188,30 @@ class RunResults:
         return results().get(("effect", self.run, layer, neuron, position),
                              lambda: neuron_effect(model_of(self.run), analyse(self.run).capture, layer, neuron,
                                                    position))
+
+    def dictionaries(self) -> Transcoders | SAE:
+        """The run's feature dictionaries (loaded once per model)."""
+        return load_features(model_of(self.run), self.run.features)
+
+    def feature_labels(self, layer: int) -> tuple[str, ...] | None:
+        """The atlas's labels of one layer's features, when the dictionaries ship an atlas."""
+        atlas = getattr(self.dictionaries(), "atlas", None)
+        return atlas.labels[layer] if atlas is not None else None
+
+    def feature_card(self, layer: int, feature: int) -> FeatureCard | None:
+        """The atlas's entry for one feature, or None without an atlas."""
+        atlas = getattr(self.dictionaries(), "atlas", None)
+        if atlas is None:
+            return None
+        return results().get(("feature card", self.run.features, self.run.source, layer, feature),
+                             lambda: feature_card(atlas, model_of(self.run).tokenizer, layer, feature))
+
+    def feature_effect(self, layer: int, feature: int, position: int) -> tuple:
+        """What a feature's decoder vector promotes and suppresses at one position's final residual."""
+        def compute() -> tuple:
+            found = self.dictionaries()
+            dictionary = found.layers[layer] if isinstance(found, Transcoders) else found.dictionary
+            cap = analyse(self.run).capture
+            return readout_change(model_of(self.run), cap.resid[cap.n_layers, position],
+                                  dictionary.W_dec[feature].numpy())
+        return results().get(("feature effect", self.run, layer, feature, position), compute)

@@ -12,6 +12,7 @@ import torch
 
 from backend import LoadedModel
 from backend.loading import TWIN_ID
+from backend.run import Run
 from views.content.compare import TITLE as COMPARE_VIEW
 from views.display import md_escape
 from views.policy import Policy
@@ -32,6 +33,7 @@ class Settings:
     device: str
     dtype: str
     compare: str | None = None  # a source as a link spells it ("demo": the bundled demo model)
+    features: str | None = None  # the dictionaries read with the model ("bundled", a folder or hub id)
 
 
 def model_choice(policy: Policy) -> str | None:
@@ -113,13 +115,36 @@ def compare_choice(policy: Policy, source: str | None) -> str | None:
     return "demo" if second is None else second
 
 
+def features_choice(policy: Policy, source: str | None) -> str | None:
+    """The dictionaries read with the model.
+
+    The bundled set for the bundled models, else what the link or the box names (public mode:
+    the presenter's list only).
+    """
+    default = Run.default_features(source)
+    wanted = st.query_params.get("features")
+    if default is not None:
+        return None if wanted == "none" else default
+    if policy.public:
+        options = ["none", *policy.features]
+        picked = st.sidebar.selectbox("Features (a dictionary for this model)", options,
+                                      index=options.index(wanted) if wanted in options else 0, key="features_pick")
+        return None if picked == "none" else picked
+    typed = st.sidebar.text_input("Features (optional): an SAE or transcoder set for this model",
+                                  value="" if wanted in (None, "none") else wanted, key="features_typed",
+                                  placeholder="a folder or hub id (SAELens, circuit-tracer or sparsify layout)",
+                                  help="The Features tab and graphs read the model through it.").strip()
+    return typed or None
+
+
 def sidebar(policy: Policy) -> Settings:
     """Model, device, dtype and token limit (public mode: the model only, from the presenter's list)."""
     st.sidebar.header("Model")
     source = model_choice(policy)
     second = compare_choice(policy, source)
+    features = features_choice(policy, source)
     if policy.public:
-        return Settings(source=source, device="auto", dtype="auto", compare=second)
+        return Settings(source=source, device="auto", dtype="auto", compare=second, features=features)
     devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []) \
         + (["mps"] if torch.backends.mps.is_available() else []) \
         + (["sharded"] if torch.cuda.device_count() > 1 else [])
@@ -127,7 +152,7 @@ def sidebar(policy: Policy) -> Settings:
                                   help="auto picks a GPU when there is one. sharded spreads a big model over GPUs.")
     dtype = st.sidebar.selectbox("Precision", ["auto", "float32", "bfloat16", "float16"], key="dtype",
                                  help="auto: float32 on CPU, half precision on GPU.")
-    return Settings(source=source, device=device, dtype=dtype, compare=second)
+    return Settings(source=source, device=device, dtype=dtype, compare=second, features=features)
 
 
 def token_limit(policy: Policy, lm: LoadedModel) -> int:

@@ -58,7 +58,8 @@ def render(effect: EditEffect | None, n_layers: int, run: str, drawn: dict) -> N
 def switch_off_button(edit: object, label: str, help_text: str, key: str, where=st) -> None:
     """A button that switches a part of the model off and reruns the whole page with the change."""
     if edit in active_edits():
-        where.caption(md_escape(f"{label.replace('Switch off', 'Switched off:')}. Undo it on the What if tab."))
+        done = label.replace("Switch off", "Switched off:").replace("Amplify", "Amplified:")
+        where.caption(md_escape(f"{done}. Undo it on the What if tab."))
     elif len(active_edits()) >= MAX_LINK_EDITS:
         where.caption(f"{MAX_LINK_EDITS} changes are in force, the most a page holds; undo one on the What if tab.")
     elif where.button(label, key=key, help=help_text):
