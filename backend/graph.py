@@ -259,37 +259,44 @@ def _rows(lm: LoadedModel, ids: list[int], tc: Transcoders | None, kept: Kept, t
           nodes: list[Node], where: dict, batch: int, should_stop) -> np.ndarray:
     """Every target row of the adjacency (logits and kept nodes), from batched backward passes."""
     n, n_layers = len(ids), lm.info.n_layers
-    size = len(nodes)
-    adjacency = np.zeros((size, size), np.float32)
+    adjacency = np.zeros((len(nodes), len(nodes)), np.float32)
+    columns = _columns(where["slots"], n_layers)
     rows = [i for i, node in enumerate(nodes) if node.kind in ("feature", "neuron", "logit")]
     logit_vecs = logit_vectors(lm, targets)
     for start in range(0, len(rows), batch):
         chunk = rows[start:start + batch]
         state, _ = replacement_pass(lm, ids, len(chunk), tc, kept, should_stop)
-        injected = _injections(state, tc, chunk, nodes, logit_vecs, targets, n_layers)
-        outputs, grads = zip(*injected, strict=True)
+        outputs, grads = zip(*_injections(state, tc, chunk, nodes, logit_vecs, targets), strict=True)
         leaves = [state.embed, *state.values, *state.errors]
         found = torch.autograd.grad(list(outputs), leaves, grad_outputs=list(grads), allow_unused=True)
         g_embed, g_values, g_errors = found[0], found[1:1 + n_layers], found[1 + n_layers:]
-        embed_edges = (g_embed * state.embed.detach()).sum(-1) if g_embed is not None else None  # (b, n)
-        for r, row in enumerate(chunk):
-            if embed_edges is not None:
-                adjacency[row, where["embeddings"]:where["embeddings"] + n] = embed_edges[r].numpy()
-            for layer in range(n_layers):
-                if g_errors[layer] is not None:
-                    edges = (g_errors[layer][r] * state.errors[layer][r].detach()).sum(-1)
-                    base = where["errors"] + layer * n
-                    adjacency[row, base:base + n] = edges.numpy()
-                if g_values[layer] is not None:
-                    edges = (g_values[layer][r] * state.values[layer][r].detach()).numpy()
-                    for (l2, position, slot), col in where["slots"].items():
-                        if l2 == layer:
-                            adjacency[row, col] = edges[position, slot]
+        if g_embed is not None:
+            embeds = where["embeddings"]
+            adjacency[chunk, embeds:embeds + n] = (g_embed * state.embed.detach()).sum(-1).numpy()
+        for layer in range(n_layers):
+            if g_errors[layer] is not None:
+                base = where["errors"] + layer * n
+                adjacency[chunk, base:base + n] = (g_errors[layer] * state.errors[layer].detach()).sum(-1).numpy()
+            if g_values[layer] is not None and len(columns[layer][0]):
+                positions, slots, cols = columns[layer]
+                edges = (g_values[layer] * state.values[layer].detach())[:, positions, slots]  # (b, nodes of layer)
+                adjacency[np.ix_(chunk, cols)] = edges.numpy()
     return adjacency
 
 
+def _columns(slots: dict, n_layers: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per layer: the (position, slot) of each of its nodes in the pass's value tensors, and the node's column."""
+    out = []
+    for layer in range(n_layers):
+        mine = [(p, s, col) for (l2, p, s), col in slots.items() if l2 == layer]
+        positions, kept, cols = (np.array(v, dtype=np.int64) for v in zip(*mine, strict=True)) if mine else \
+            (np.zeros(0, np.int64),) * 3
+        out.append((positions, kept, cols))
+    return out
+
+
 def _injections(state: ReplacementPass, tc: Transcoders | None, chunk: list[int], nodes: list[Node],
-                logit_vecs: torch.Tensor, targets: list[int], n_layers: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                logit_vecs: torch.Tensor, targets: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(tensor, its injected gradient) pairs: row r of the batch carries target ``chunk[r]``'s vector."""
     final = torch.zeros_like(state.unembed_in)
     at_inputs: dict[int, torch.Tensor] = {}
