@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from backend import hooks
+from backend.buffers import release_free_memory
 from backend.capture import DEFAULT_MAX_TOKENS, tokenize
 from backend.errors import XrayError
 from backend.features import Transcoders
@@ -158,14 +159,14 @@ def _target_weights(graph: Graph) -> np.ndarray:
 
 # --- building the graph ---------------------------------------------------------------------------
 
-ROW_TOKEN_BUDGET_BYTES = 2**30  # what one batched forward's activations may take, about
+ROW_TOKEN_BUDGET_BYTES = 2**29  # what one batched backward's temporaries may take, about
 
 
 def _rows_per_batch(lm: LoadedModel, n: int, batch_size: int | None) -> int:
-    """Targets per backward pass: as many identical rows as the activations' memory allows, at most 256."""
+    """Targets per backward pass: as many as the batched backward's memory allows, at most 256."""
     if batch_size:
         return batch_size
-    per_row_token = 4 * lm.info.n_layers * (24 * lm.info.d_model + 4 * lm.info.d_mlp)
+    per_row_token = 4 * lm.info.n_layers * (6 * lm.info.d_model + 3 * lm.info.d_mlp)
     return int(max(1, min(256, ROW_TOKEN_BUDGET_BYTES // (per_row_token * n))))
 
 
@@ -203,29 +204,25 @@ def _check(lm: LoadedModel, tc: Transcoders | None) -> None:
 
 
 def _select(lm: LoadedModel, ids: list[int], tc: Transcoders | None, targets: list[int], probs: torch.Tensor,
-            max_nodes: int, should_stop) -> Kept | None:
-    """The ``max_nodes`` nodes of largest estimated influence, or None when every active node fits.
+            max_nodes: int, should_stop) -> Kept:
+    """The ``max_nodes`` active nodes of largest estimated influence.
 
     The estimate is each node's *total* effect on the targets' logits (weighted by their
     probabilities) through the replacement model, from one backward pass: |value x gradient|.
     """
     state, found = replacement_pass(lm, ids, 1, tc, None, should_stop, through_nodes=True)
-    total_real = sum(int(r.sum()) for r in found.real)
-    if max_nodes is None or total_real <= max_nodes:
-        return found
     weights = probs[:, None] * logit_vectors(lm, targets)  # (t, d)
     state.unembed_in.backward(weights.sum(0)[None].to(state.unembed_in.dtype))
     scores = [(v.grad[0] * v[0]).abs().detach() * r for v, r in zip(state.values, found.real, strict=True)]
     flat = torch.cat([s.reshape(-1) for s in scores])
     cut = flat.topk(max_nodes).values[-1]
     kept = Kept(index=[], real=[])
-    for layer, (score, index) in enumerate(zip(scores, found.index, strict=True)):
+    for score, index in zip(scores, found.index, strict=True):
         chosen = score >= cut
         m = max(1, int(chosen.sum(-1).max()))
         order = torch.argsort(chosen.float() * (1 + score), dim=-1, descending=True)[:, :m]
         kept.index.append(index.gather(1, order))
         kept.real.append(chosen.gather(1, order))
-        del layer
     return kept
 
 
@@ -257,29 +254,40 @@ def _node_table(lm: LoadedModel, kept: Kept, state: ReplacementPass, basis: str,
 
 def _rows(lm: LoadedModel, ids: list[int], tc: Transcoders | None, kept: Kept, targets: list[int],
           nodes: list[Node], where: dict, batch: int, should_stop) -> np.ndarray:
-    """Every target row of the adjacency (logits and kept nodes), from batched backward passes."""
+    """Every target row of the adjacency (logits and kept nodes).
+
+    One forward of a single row, then one backward per batch of targets, the batch vectorised
+    over the injected gradients (``is_grads_batched``): the forward's activations are kept once,
+    not once per target.
+    """
     n, n_layers = len(ids), lm.info.n_layers
     adjacency = np.zeros((len(nodes), len(nodes)), np.float32)
     columns = _columns(where["slots"], n_layers)
     rows = [i for i, node in enumerate(nodes) if node.kind in ("feature", "neuron", "logit")]
     logit_vecs = logit_vectors(lm, targets)
+    state, _ = replacement_pass(lm, ids, 1, tc, kept, should_stop)
+    leaves = [state.embed, *state.values, *state.errors]
     for start in range(0, len(rows), batch):
+        if should_stop is not None and should_stop():
+            from backend.errors import Cancelled
+
+            raise Cancelled()
         chunk = rows[start:start + batch]
-        state, _ = replacement_pass(lm, ids, len(chunk), tc, kept, should_stop)
         outputs, grads = zip(*_injections(state, tc, chunk, nodes, logit_vecs, targets), strict=True)
-        leaves = [state.embed, *state.values, *state.errors]
-        found = torch.autograd.grad(list(outputs), leaves, grad_outputs=list(grads), allow_unused=True)
+        found = torch.autograd.grad(list(outputs), leaves, grad_outputs=list(grads), allow_unused=True,
+                                    retain_graph=True, is_grads_batched=True)
         g_embed, g_values, g_errors = found[0], found[1:1 + n_layers], found[1 + n_layers:]
         if g_embed is not None:
             embeds = where["embeddings"]
-            adjacency[chunk, embeds:embeds + n] = (g_embed * state.embed.detach()).sum(-1).numpy()
+            adjacency[chunk, embeds:embeds + n] = (g_embed[:, 0] * state.embed[0].detach()).sum(-1).numpy()
         for layer in range(n_layers):
             if g_errors[layer] is not None:
                 base = where["errors"] + layer * n
-                adjacency[chunk, base:base + n] = (g_errors[layer] * state.errors[layer].detach()).sum(-1).numpy()
+                edges = (g_errors[layer][:, 0] * state.errors[layer][0].detach()).sum(-1)
+                adjacency[chunk, base:base + n] = edges.numpy()
             if g_values[layer] is not None and len(columns[layer][0]):
                 positions, slots, cols = columns[layer]
-                edges = (g_values[layer] * state.values[layer].detach())[:, positions, slots]  # (b, nodes of layer)
+                edges = (g_values[layer][:, 0] * state.values[layer][0].detach())[:, positions, slots]
                 adjacency[np.ix_(chunk, cols)] = edges.numpy()
     return adjacency
 
@@ -297,24 +305,24 @@ def _columns(slots: dict, n_layers: int) -> list[tuple[np.ndarray, np.ndarray, n
 
 def _injections(state: ReplacementPass, tc: Transcoders | None, chunk: list[int], nodes: list[Node],
                 logit_vecs: torch.Tensor, targets: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(tensor, its injected gradient) pairs: row r of the batch carries target ``chunk[r]``'s vector."""
-    final = torch.zeros_like(state.unembed_in)
+    """(tensor, its injected gradients) pairs: gradient r of the batch carries target ``chunk[r]``'s vector."""
+    b = len(chunk)
+    final = torch.zeros(b, *state.unembed_in.shape)
     at_inputs: dict[int, torch.Tensor] = {}
     for r, row in enumerate(chunk):
         node = nodes[row]
         if node.kind == "logit":
-            final[r] = logit_vecs[targets.index(node.index)]
+            final[r, 0] = logit_vecs[targets.index(node.index)]
             continue
         target = state.inputs[node.layer] if tc is not None else state.gates[node.layer]
-        grad = at_inputs.setdefault(node.layer, torch.zeros_like(target))
+        grad = at_inputs.setdefault(node.layer, torch.zeros(b, *target.shape, dtype=target.dtype))
         if tc is not None:  # a feature's pre-activation: its encoder column at its MLP input
-            grad[r, node.position] = tc.layers[node.layer].W_enc[:, node.index].to(grad.dtype)
+            grad[r, 0, node.position] = tc.layers[node.layer].W_enc[:, node.index].to(grad.dtype)
         else:  # a neuron's g * u: its held gate at its up projection's output
-            grad[r, node.position, node.index] = state.inputs[node.layer][node.position, node.index]
-    pairs = [(state.unembed_in, final)] if final.any() else []
+            grad[r, 0, node.position, node.index] = state.inputs[node.layer][node.position, node.index]
+    pairs = [(state.unembed_in, final.to(state.unembed_in.dtype))] if final.any() else []
     for layer, grad in at_inputs.items():
-        target = state.inputs[layer] if tc is not None else state.gates[layer]
-        pairs.append((target, grad))
+        pairs.append((state.inputs[layer] if tc is not None else state.gates[layer], grad))
     return pairs
 
 
@@ -337,15 +345,20 @@ def attribute(lm: LoadedModel, prompt: str, *, transcoders: Transcoders | None =
     _check(lm, transcoders)
     basis = "feature" if transcoders is not None else "neuron"
     with hooks.exclusive(lm, grad=True, attention=hooks.FROZEN_ATTENTION):
-        plain, _ = replacement_pass(lm, ids, 1, transcoders, None, should_stop)
-        probabilities = plain.logits[0].softmax(-1)
-        targets = _targets(lm, plain.logits[0], target)
-        probs = probabilities[targets]
-        kept = _select(lm, ids, transcoders, targets, probs, max_nodes, should_stop)
-        state, kept = replacement_pass(lm, ids, 1, transcoders, kept, should_stop)
+        with torch.no_grad():  # the guesses and every active node: no graph to keep
+            state, kept = replacement_pass(lm, ids, 1, transcoders, None, should_stop)
+        logits = state.logits[0]
+        targets = _targets(lm, logits, target)
+        probs = logits.softmax(-1)[targets]
+        if max_nodes is not None and sum(int(r.sum()) for r in kept.real) > max_nodes:
+            kept = _select(lm, ids, transcoders, targets, probs, max_nodes, should_stop)
+            with torch.no_grad():
+                state, kept = replacement_pass(lm, ids, 1, transcoders, kept, should_stop)
         nodes, where = _node_table(lm, kept, state, basis, len(ids), targets, probs, ids)
+        del state
         adjacency = _rows(lm, ids, transcoders, kept, targets, nodes, where,
                           _rows_per_batch(lm, len(ids), batch_size), should_stop)
+    release_free_memory()
     kinds = np.array([node.kind for node in nodes])
     weights = np.zeros(len(nodes))
     weights[where["logits"]:] = probs.numpy()

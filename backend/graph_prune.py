@@ -29,7 +29,9 @@ def influence(matrix: np.ndarray, weights: np.ndarray, max_steps: int = 1000) ->
 
 
 def find_threshold(values: np.ndarray, share: float) -> float:
-    """The value above which the largest values hold ``share`` of their total."""
+    """The value above which the largest values hold ``share`` of their total (a share of 1 keeps everything)."""
+    if share >= 1.0:
+        return -np.inf  # rounding would otherwise drop the zeros that follow the last nonzero value
     ordered = np.sort(values.reshape(-1))[::-1]
     total = ordered.sum()
     if total <= 0:

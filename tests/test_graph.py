@@ -106,6 +106,7 @@ class Frozen:
             return y @ block.mlp.up_proj.weight.double().T
         return y @ block.mlp.dense_h_to_4h.weight.double().T
 
+    @torch.no_grad()
     def push(self, layer: int, position: int, vector: torch.Tensor, target) -> float:
         """A vector written into the stream after block ``layer``'s MLP (layer -1: the embeddings) at ``position``,
         pushed through the frozen model with MLPs cut, read as ``target``'s pre-activation's linear part."""
@@ -215,6 +216,7 @@ def test_a_nodes_incoming_edges_plus_its_bias_terms_are_its_pre_activation(setup
     assert float(graph.adjacency[logit].sum()) + zero == pytest.approx(actual, abs=1e-3 * (1 + abs(actual)))
 
 
+@torch.no_grad()
 def bias_terms(frozen: Frozen, target) -> float:
     """The target's pre-activation with every node at zero: the biases alone, through the frozen model."""
     n, d = frozen.n, frozen.d
@@ -287,6 +289,7 @@ def test_the_demo_models_transcoder_graph_adds_up(tmp_path):
         attribute(lm, "The capital of France is", transcoders=tc, max_tokens=3)
 
 
+@torch.no_grad()
 def test_a_features_incoming_edges_plus_its_bias_terms_are_its_pre_activation():
     """Demo model, transcoder basis: the biases pushed through the frozen model (the transcoders' b_dec and skip
     paths included), plus the edges from every source, give each feature's pre-activation."""
