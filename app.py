@@ -16,6 +16,7 @@ from backend.patching import PromptLengthMismatch
 from backend.run import Run
 from views import attention, circuits, features, lens, neurons, page, patching, whatif
 from views import compare as compare_view
+from views import graph as graph_view
 from views.content import compare as compare_content
 from views.content import header as header_content
 from views.content import patching as patching_content
@@ -30,7 +31,7 @@ from views.whatif import active_edits
 
 st.set_page_config(page_title="Model X-ray", page_icon="🩻", layout="wide")
 POLICY = Policy.from_env()
-VIEWS = ["Attention", "Logit lens", "Neurons", "Features", "What if", "Patching"]  # no emoji: boxes without a font
+VIEWS = ["Attention", "Logit lens", "Neurons", "Features", "Graph", "What if", "Patching"]  # no emoji: no font
 
 
 def patching_tab(run: Run, drawn: dict) -> None:
@@ -57,6 +58,19 @@ def patching_tab(run: Run, drawn: dict) -> None:
                                                                          foil_id)
         patching.render(sweep)
         page.take_away(run, "patching", drawn, (clean, corrupt, answer_id, foil_id))
+
+
+class _GraphOf:
+    """The run's graphs under the page's token limit for them."""
+
+    def __init__(self, results: RunResults, max_tokens: int) -> None:
+        self.results, self.max_tokens = results, max_tokens
+
+    def graph(self, node_threshold: float):
+        return self.results.graph(node_threshold, self.max_tokens)
+
+    def graph_labels(self) -> dict:
+        return self.results.graph_labels()
 
 
 def compare_section(run: Run, settings: Settings):
@@ -138,6 +152,13 @@ def main() -> None:
     with tabs["Features"]:
         features.render(cap, results, plain.id, drawn, result.features_error, plain.features)
         page.take_away(plain, "features", drawn)
+    if tabs["Graph"].open:  # a graph costs a backward pass per node: only when its tab is open
+        with tabs["Graph"]:
+            graphed = graph_view.render(_GraphOf(results, POLICY.graph_tokens), plain.id, drawn, plain.features,
+                                        lambda compute, what: page.explained(compute, what, POLICY),
+                                        POLICY.graph_tokens)
+            if graphed is not None:
+                page.take_away(plain, "graph", drawn)
     with tabs["What if"]:
         if effect is None:
             drawn.pop(whatif_content.TITLE, None)

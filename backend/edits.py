@@ -166,37 +166,43 @@ class HeadAblation(Edit):
 
 @dataclass(frozen=True)
 class NeuronAblation(Edit):
-    """Set one MLP neuron (an index into ``Capture.neurons``) to ``value`` at every position."""
+    """Set one MLP neuron (an index into ``Capture.neurons``) to ``value`` at every position, or at ``positions``."""
 
     kind: ClassVar[str] = "neuron"
     layer: int
     neuron: int
     value: float = 0.0
+    positions: tuple[int, ...] | None = None
 
     def check(self, lm: LoadedModel, n_tokens: int) -> None:
         check_range("layer", self.layer, lm.info.n_layers, self, inclusive=False)
         check_range("neuron", self.neuron, lm.info.d_mlp, self, inclusive=False)
         check_magnitude("value", self.value, self)
+        check_positions(self.positions, n_tokens, self)
 
     def actions(self, lm: LoadedModel) -> list[hooks.Action]:
         def set_neuron(x: torch.Tensor) -> torch.Tensor:
             x = x.clone()
-            x[..., self.neuron] = float(self.value)
+            where = slice(None) if self.positions is None else list(self.positions)
+            x[:, where, self.neuron] = float(self.value)
             return x
         return [hooks.replace(Site("neurons", self.layer), set_neuron)]
 
     def label(self) -> str:
         state = "off" if self.value == 0 else f"set to {self.value:g}"
-        return f"neuron {self.neuron} of layer {self.layer + 1} {state}"
+        where = "" if self.positions is None else " at position " + ", ".join(str(p) for p in self.positions)
+        return f"neuron {self.neuron} of layer {self.layer + 1}{where} {state}"
 
     def link(self) -> list:
-        return [self.kind, self.layer, self.neuron, self.value]
+        item = [self.kind, self.layer, self.neuron, self.value]
+        return item if self.positions is None else [*item, list(self.positions)]
 
     @classmethod
     def from_link(cls, args: list) -> NeuronAblation:
-        if len(args) != 3:
-            raise ValueError("a neuron edit is [\"neuron\", layer, neuron, value]")
-        return cls(number(args[0], int), number(args[1], int), number(args[2]))
+        if len(args) not in (3, 4) or (len(args) == 4 and not isinstance(args[3], list)):
+            raise ValueError("a neuron edit is [\"neuron\", layer, neuron, value] or [..., [positions]]")
+        positions = tuple(number(p, int) for p in args[3][:4096]) if len(args) == 4 else None
+        return cls(number(args[0], int), number(args[1], int), number(args[2]), positions)
 
 
 @dataclass(frozen=True, eq=False)

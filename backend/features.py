@@ -346,7 +346,7 @@ class FeatureAblation(Edit):
         return _decoder_actions(lm, self.layer, self.transcoders, self.positions, remove)
 
     def label(self) -> str:
-        return f"feature {self.feature} of layer {self.layer + 1} off{_where(self.positions)}"
+        return f"feature {self.feature} of layer {self.layer + 1}{_where(self.positions)} off"
 
     def link(self) -> list:
         return [self.kind, self.layer, self.feature, None if self.positions is None else list(self.positions),

@@ -130,11 +130,14 @@ class Graph:
         return next((i for i, node in enumerate(self.nodes) if (node.kind, node.layer, node.position, node.index)
                      == (kind, layer, position, index)), None)
 
-    def to_json(self, slug: str = "model-xray", scan: str = "") -> dict:
-        """The graph as the JSON that Neuronpedia's and circuit-tracer's viewers read (``backend.graph_json``)."""
+    def to_json(self, slug: str = "model-xray", scan: str = "", labels: dict | None = None) -> dict:
+        """The graph as the JSON that Neuronpedia's and circuit-tracer's viewers read (``backend.graph_json``).
+
+        ``labels`` maps (layer, feature) to a feature's label (the atlas's), written as its ``clerp``.
+        """
         from backend.graph_json import graph_json
 
-        return graph_json(self, slug=slug, scan=scan or self.source)
+        return graph_json(self, slug=slug, scan=scan or self.source, labels=labels)
 
 
 def _pruned(full: Graph, node_threshold: float, edge_threshold: float) -> Graph:

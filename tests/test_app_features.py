@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 import backend
 from backend.features import FeatureAblation, load_transcoders
-from tests.pages import assert_usable, charts, errors, html_views, open_app, unescaped, widget
+from tests.pages import assert_usable, charts, errors, html_views, open_app, plain, unescaped, widget
 from tests.spans import token_spans
 from tests.tiny import FAMILY_BY_NAME, build
 
@@ -85,3 +85,30 @@ def test_a_dictionary_that_does_not_fit_gets_one_message_and_the_page_goes_on(tm
     (message,) = errors(at)
     assert "width 48" in message and "width 32" in message
     assert "Logit lens" in [t.label for t in at.tabs]  # everything else still drawn
+
+
+def test_the_graph_tab_draws_the_demo_models_graph_and_switches_a_node_off():
+    from backend.graph import attribute
+
+    at = open_app(PROMPT)
+    at.session_state["view_tab"] = "Graph"
+    at.run()
+    assert_usable(at)
+    assert not errors(at)
+    lm = backend.load_model()
+    graph = attribute(lm, PROMPT, transcoders=load_transcoders(lm))
+    figure = charts(at)["Attribution graph: what pushed the answer"]
+    drawn = sum(len(plain(trace["x"])) for trace in figure["data"] if trace.get("mode") == "markers")
+    assert drawn == len(graph.nodes)  # every kept node, at the page's default pruning (80%)
+    lead = next(unescaped(m.value) for m in at.markdown if "comes most through" in unescaped(m.value))
+    assert lead.startswith("**'␣Paris' (100%) comes most through feature ") and "which reads the word" in lead
+    assert any(f"Replacement score {graph.replacement_score:.2f}" in unescaped(c.value) for c in at.caption)
+    button = next(b for b in at.button if b.label.startswith("Switch off this feature"))
+    button.click().run()
+    assert_usable(at)
+    (edit,) = at.session_state["edits"]
+    assert isinstance(edit, FeatureAblation) and edit.positions is not None
+    at.slider(key="graph_threshold").set_value(0.6).run()
+    fewer = sum(len(plain(t["x"])) for t in charts(at)["Attribution graph: what pushed the answer"]["data"]
+                if t.get("mode") == "markers")
+    assert fewer < drawn

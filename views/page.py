@@ -24,6 +24,7 @@ from views.content import Section
 from views.content import attention as attention_view
 from views.content import compare as compare_view
 from views.content import features as features_view
+from views.content import graph as graph_view
 from views.content import header as header_view
 from views.content import lens as lens_view
 from views.content import neurons as neurons_view
@@ -208,6 +209,9 @@ def report_sections(run: Run, drawn: dict) -> list[Section]:
         sections.append(features_view.content(
             cap, chosen, results.feature_labels(chosen.layer), results.feature_card(chosen.layer, chosen.feature),
             results.feature_effect(chosen.layer, chosen.feature, chosen.position), where(cap, chosen.layer)).section())
+    pruning = drawn.get(graph_view.TITLE)
+    if pruning is not None:
+        sections.append(graph_view.content(results.graph(*pruning), results.graph_labels()).section())
     edits = drawn.get(whatif_view.TITLE)
     if edits:
         sections.append(whatif_view.content(edit_effect_of(replace(plain, edits=edits))).section())
@@ -223,12 +227,13 @@ def run_report(run: Run, drawn: dict) -> str:
     return report_html(model_of(run.plain()).info, report_sections(run, dict(drawn)))
 
 
-def view_json(run: Run, view: str, pair: tuple | None = None) -> str:
+def view_json(run: Run, view: str, pair: tuple | None = None, drawn: dict | None = None) -> str:
     """A view's numbers, looked up by run when the reader clicks (the widget keeps only small values)."""
     if view == "patching" and pair is not None:
         return downloads.to_json(downloads.patching_numbers(sweep_of(*pair)))
     if view == "compare":
         return downloads.to_json(downloads.compare_numbers(compare_of(run)))
+    drawn = drawn or {}
     result = analyse(run)
     if view == "attention":
         return downloads.to_json(downloads.attention_numbers(result.capture, result.scores))
@@ -238,6 +243,10 @@ def view_json(run: Run, view: str, pair: tuple | None = None) -> str:
         return downloads.to_json(downloads.neuron_numbers(result.capture))
     if view == "features":
         return downloads.to_json(downloads.feature_numbers(result.capture))
+    if view == "graph":
+        queries = RunResults(run)
+        threshold, max_tokens = drawn.get(graph_view.TITLE, (0.8, 64))
+        return downloads.to_json(queries.graph(threshold, max_tokens).to_json(labels=queries.graph_labels()))
     return downloads.to_json(downloads.what_if_numbers(edit_effect_of(run) if run.edits else None))
 
 
@@ -245,7 +254,7 @@ def take_away(run: Run, view: str, drawn: dict, pair: tuple | None = None) -> No
     """Below a view: its numbers, the whole run as a report, and the Python that gives the numbers."""
     stem = f"model-xray-{view}"
     row = st.container(horizontal=True)
-    row.download_button("Numbers (JSON)", partial(view_json, run, view, pair), file_name=f"{stem}.json",
+    row.download_button("Numbers (JSON)", partial(view_json, run, view, pair, drawn), file_name=f"{stem}.json",
                         mime="application/json", on_click="ignore", key=f"download_{view}")
     row.download_button("Whole run (HTML report)", partial(run_report, replace(run, edits=()), drawn),
                         file_name="model-xray-report.html",

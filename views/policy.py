@@ -23,6 +23,7 @@ class Policy:
     max_tokens: int  # XRAY_MAX_TOKENS: the sidebar's ceiling (public default 128)
     new_runs_per_minute: int  # XRAY_RUNS_PER_MINUTE: model runs one visitor may start per minute (public mode)
     features: tuple[str, ...] = ()  # XRAY_FEATURES: dictionaries offered for the listed models (public mode)
+    graph_tokens: int = 64  # XRAY_GRAPH_TOKENS: the longest prompt a graph is traced for (public default 32)
 
     @classmethod
     def from_env(cls) -> Policy:
@@ -32,7 +33,8 @@ class Policy:
         features = tuple(f.strip() for f in os.environ.get("XRAY_FEATURES", "").split(",") if f.strip())
         return cls(public=public, models=models if public else (),
                    max_tokens=_number("XRAY_MAX_TOKENS", 128 if public else 4096),
-                   new_runs_per_minute=_number("XRAY_RUNS_PER_MINUTE", 12), features=features if public else ())
+                   new_runs_per_minute=_number("XRAY_RUNS_PER_MINUTE", 12), features=features if public else (),
+                   graph_tokens=_number("XRAY_GRAPH_TOKENS", 32 if public else 64))
 
     @property
     def model_slots(self) -> int:

@@ -22,6 +22,7 @@ from backend.buffers import release_free_memory
 from backend.cache import ByteCache
 from backend.compare import ModelDiff, compare
 from backend.features import SAE, Transcoders, load_features
+from backend.graph import Graph, attribute
 from backend.heads import HeadScores, head_scores
 from backend.neurons import NeuronEffect, neuron_effect, readout_change
 from backend.patching import PatchingSweep, patching_sweep
@@ -188,6 +189,34 @@ class RunResults:
         return results().get(("effect", self.run, layer, neuron, position),
                              lambda: neuron_effect(model_of(self.run), analyse(self.run).capture, layer, neuron,
                                                    position))
+
+    def graph_full(self, max_tokens: int) -> Graph:
+        """The run's unpruned attribution graph: transcoder features when the run reads transcoders, else neurons."""
+        should_stop = abandoned(self.run.prompt)
+
+        def compute() -> Graph:
+            lm = model_of(self.run)
+            found = analyse(self.run)
+            tc = None
+            if found.capture.features is not None and self.run.features is not None:
+                dictionaries = self.dictionaries()
+                tc = dictionaries if isinstance(dictionaries, Transcoders) else None
+            graph = attribute(lm, self.run.prompt, transcoders=tc, max_tokens=max_tokens, node_threshold=1.0,
+                              edge_threshold=1.0, should_stop=should_stop)
+            return graph.full if graph.full is not None else graph
+        return analyses().get(("graph", self.run, max_tokens), compute)
+
+    def graph(self, node_threshold: float, max_tokens: int = 64) -> Graph:
+        """The run's graph pruned at ``node_threshold`` of the influence (edges at 98%)."""
+        return results().get(("graph pruned", self.run, max_tokens, node_threshold),
+                             lambda: self.graph_full(max_tokens).prune(node_threshold, 0.98))
+
+    def graph_labels(self) -> dict:
+        """(layer, feature) -> the atlas's label, for the run's transcoders (empty without an atlas)."""
+        atlas = getattr(self.dictionaries(), "atlas", None) if self.run.features is not None else None
+        if atlas is None:
+            return {}
+        return {(layer, feature): label for layer, row in enumerate(atlas.labels) for feature, label in enumerate(row)}
 
     def dictionaries(self) -> Transcoders | SAE:
         """The run's feature dictionaries (loaded once per model)."""

@@ -59,7 +59,7 @@ def layout(graph: Graph) -> np.ndarray:
     xy = np.zeros((len(graph.nodes), 2))
     for (row, position), members in cells.items():
         members.sort(key=lambda i: -graph.nodes[i].influence)
-        spread = np.linspace(-0.35, 0.35, len(members)) if len(members) > 1 else np.zeros(1)
+        spread = np.linspace(-0.42, 0.42, len(members)) if len(members) > 1 else np.zeros(1)
         for offset, i in zip(spread, members, strict=True):
             xy[i] = (position + offset, row)
     return xy
@@ -88,8 +88,9 @@ def graph_figure(graph: Graph, labels: dict) -> go.Figure:
         members = [i for i, n in enumerate(graph.nodes) if n.kind == kind]
         if not members:
             continue
-        hover = [safe(node_label(graph.nodes[i], graph, labels), 120) + f"<br>activation {graph.nodes[i].activation:.3g}"
-                 f", influence {graph.nodes[i].influence:.3g}" for i in members]
+        hover = [safe(node_label(graph.nodes[i], graph, labels), 120)
+                 + f"<br>activation {graph.nodes[i].activation:.3g}, influence {graph.nodes[i].influence:.3g}"
+                 for i in members]
         traces.append({"type": "scatter", "mode": "markers", "x": xy[members, 0], "y": xy[members, 1], "name": kind,
                        "customdata": members, "text": hover, "hovertemplate": "%{text}<extra></extra>",
                        "marker": {"size": size[members], "color": COLOURS[kind], "symbol": SYMBOLS[kind],
@@ -99,33 +100,50 @@ def graph_figure(graph: Graph, labels: dict) -> go.Figure:
     rows = ["words", *(f"layer {i + 1}" for i in range(n_layers)), "guesses"]
     return figures._figure(traces, figures._layout(
         "Attribution graph: what pushed the answer", 160 + 70 * (n_layers + 2),
-        left=figures.text_px(rows) + 15, bottom=figures._slanted(columns) + 20, right=10,
-        legend={"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom"}, clickmode="event+select",
+        left=figures.text_px(rows) + 15, bottom=figures._slanted(columns) + 20, right=120,
+        legend={"x": 1.01, "y": 1, "yanchor": "top", "font": {"size": 13}}, clickmode="event+select",
         xaxis=figures._axis(tickmode="array", tickvals=list(range(n)), ticktext=columns, tickangle=-60,
                             range=[-0.6, n - 0.4], showgrid=False, zeroline=False),
         yaxis=figures._axis(tickmode="array", tickvals=list(range(n_layers + 2)), ticktext=rows, showgrid=False,
                             zeroline=False, range=[-0.5, n_layers + 1.5])))
 
 
+def _strongest_into(graph: Graph, row: int, kinds: tuple[str, ...]) -> int | None:
+    """The node of one of ``kinds`` that pushes node ``row`` up the most, or None."""
+    weights = graph.adjacency[row]
+    allowed = np.array([n.kind in kinds for n in graph.nodes])
+    masked = np.where(allowed & (weights > 0), weights, 0.0)
+    return int(np.argmax(masked)) if masked.any() else None
+
+
 def story(graph: Graph, labels: dict) -> str:
-    """One sentence: the strongest path into the top guess, two steps back."""
+    """One sentence: the strongest path of features into the top guess, back to a word of the prompt."""
     logits = [i for i, n in enumerate(graph.nodes) if n.kind == "logit"]
     if not logits:
         return "The graph holds no guess to explain."
-    answer = logits[0]
-    guess = quoted(graph.target_tokens[0])
-    incoming = graph.adjacency[answer].copy()
-    incoming[[i for i, n in enumerate(graph.nodes) if n.kind == "logit"]] = 0
-    if not (incoming > 0).any():
-        return f"Nothing in the kept graph pushes {guess} up."
-    first = int(np.argmax(incoming))
-    share = incoming[first] / max(float(np.abs(graph.adjacency[answer]).sum()), 1e-12)
-    sentence = (f"{guess} ({graph.target_probs[0]:.0%}) comes most directly from "
-                f"{node_label(graph.nodes[first], graph, labels)} ({share:.0%} of its direct inputs)")
-    back = graph.adjacency[first].copy()
-    if graph.nodes[first].kind not in ("embedding", "error") and (back > 0).any():
-        second = graph.nodes[int(np.argmax(back))]
-        sentence += f", which builds most on {node_label(second, graph, labels)}"
+    answer, guess = logits[0], quoted(graph.target_tokens[0])
+    total = max(float(np.abs(graph.adjacency[answer]).sum()), 1e-12)
+    first = _strongest_into(graph, answer, ("feature", "neuron"))
+    if first is None:
+        return f"No feature in the kept graph pushes {guess} up; it comes from the words and the error nodes."
+    path = [first]
+    while len(path) < 4:
+        step = _strongest_into(graph, path[-1], ("feature", "neuron", "embedding"))
+        if step is None or step in path:
+            break
+        path.append(step)
+        if graph.nodes[step].kind == "embedding":
+            break
+    words = [node_label(graph.nodes[i], graph, labels) for i in path]
+    sentence = f"{guess} ({graph.target_probs[0]:.0%}) comes most through {words[0]}"
+    sentence += f" ({graph.adjacency[answer, first] / total:.0%} of its direct inputs)"
+    for word, node in zip(words[1:], path[1:], strict=True):
+        verb = "which reads" if graph.nodes[node].kind == "embedding" else "which builds on"
+        sentence += f", {verb} {word}"
+    errors = [i for i, n in enumerate(graph.nodes) if n.kind == "error"]
+    missed = float(np.abs(graph.adjacency[answer, errors]).sum()) / total if errors else 0.0
+    if missed >= 0.25:
+        sentence += f". What the features miss carries {missed:.0%} of its direct inputs"
     return sentence + "."
 
 
@@ -164,8 +182,8 @@ def content(graph: Graph, labels: dict) -> GraphContent:
         sentence=story(graph, labels), figure=graph_figure(graph, labels),
         scores=(f"{len(graph.nodes)} of {len(graph.full.nodes if graph.full else graph.nodes)} nodes kept "
                 f"({graph.node_threshold:.0%} of the influence), {drawn} of {kept_edges} edges drawn; nodes are "
-                f"{basis}. Replacement score {graph.replacement_score:.2f}, completeness {graph.completeness_score:.2f} "
-                "(1 is a graph with no error nodes)."),
+                f"{basis}. Replacement score {graph.replacement_score:.2f}, completeness "
+                f"{graph.completeness_score:.2f} (1 is a graph with no error nodes)."),
         table=top_nodes(graph, labels),
         note=None if graph.basis == "transcoders" else
         "Without transcoders the nodes are the MLP's neurons: exact, but most neurons mean many things.")
