@@ -12,9 +12,10 @@ from pathlib import Path
 
 import streamlit as st
 
+from backend.meter import visiting
 from backend.patching import PromptLengthMismatch
 from backend.run import Run
-from views import attention, circuits, features, lens, neurons, page, patching, whatif
+from views import attention, circuits, comparison, features, lens, neurons, page, patching, whatif
 from views import compare as compare_view
 from views import graph as graph_view
 from views.content import compare as compare_content
@@ -24,7 +25,7 @@ from views.content import whatif as whatif_content
 from views.display import md_escape, visible
 from views.guard import SURROGATE_GUARD
 from views.policy import Policy
-from views.queries import RunResults, analyse, compare_of, edit_effect_of, findings_of, get_model, model_of, sweep_of
+from views.queries import RunResults, analyse, compare_of, edit_effect_of, findings_of, get_model, sweep_of
 from views.sidebar import Settings, describe, sidebar, token_limit
 from views.state import per_run
 from views.whatif import active_edits
@@ -48,6 +49,11 @@ def patching_tab(run: Run, drawn: dict) -> None:
         st.error(md_escape(str(PromptLengthMismatch(a.capture.n_tokens, b.capture.n_tokens))))
         st.caption("Tokens of the clean prompt: " + md_escape(" | ".join(visible(t) for t in a.capture.tokens)))
         st.caption("Tokens of the corrupt prompt: " + md_escape(" | ".join(visible(t) for t in b.capture.tokens)))
+        return
+    if a.capture.n_tokens > POLICY.patch_tokens:
+        st.error(md_escape(f"The prompts have {a.capture.n_tokens} tokens; patching on this page runs for at most "
+                           f"{POLICY.patch_tokens} (a sweep runs the model once for every layer and position). "
+                           "Shorten both prompts."))
         return
     pair_id = per_run("pair", clean.id + corrupt.id)  # answer choices start afresh with each pair
     answer_id, foil_id = patching.answers(page.guesses(a.summary), page.guesses(b.summary), pair_id)
@@ -73,20 +79,31 @@ class _GraphOf:
         return self.results.graph_labels()
 
 
-def compare_section(run: Run, settings: Settings):
+def compare_section(run: Run, settings: Settings, drawn: dict):
     """Compare mode's comparison, or None (no second model, or one clear message why not)."""
     second = run.second()
     if page.load_or_explain(Settings(second.source, settings.device, settings.dtype), POLICY, get_model) is None:
         return None
+    circuit = comparison.auto_circuit(run) or st.session_state.get(compare_view.BUILD_CIRCUIT) == run.plain().id
     with st.spinner("Reading the prompt through both models…"):
-        diff = page.explained(lambda: compare_of(run), "comparing the two models", POLICY)
-    if diff is None:
+        content = page.explained(lambda: comparison.compare_content(run, page.CANDIDATES, POLICY.graph_tokens,
+                                                                    circuit), "comparing the two models", POLICY)
+    if content is None:
         return None
-    return diff, compare_content.content(diff, model_of(run.plain()).info.name, model_of(second).info.name)
+    drawn[comparison.CIRCUIT] = circuit
+    return compare_of(run), content
 
 
 def main() -> None:
-    """Draw the page."""
+    """Draw the page; in public mode every piece of model work is charged to the visitor (``backend.meter``)."""
+    if POLICY.public:
+        st.set_option("client.showErrorDetails", "none")  # however the page was started: no traces to visitors
+    with visiting(page.model_meter(POLICY), page.visitor()):
+        draw_page()
+
+
+def draw_page() -> None:
+    """The page itself."""
     static = circuits.install_bundle(Path(__file__).parent / "static")
     script_url = f"/app/static/{static.name}"
     st.iframe(SURROGATE_GUARD, height=1)  # keeps text with broken characters from breaking the connection
@@ -115,7 +132,7 @@ def main() -> None:
     cap, summary = result.capture, result.summary
     plain = run.plain()  # the views show the model as it is; selections stay while changes come and go
     drawn = page.drawn_for(plain)
-    compared = compare_section(run, settings) if run.compare is not None else None
+    compared = compare_section(run, settings, drawn) if run.compare is not None else None
     if compared is not None:
         st.markdown(f"Both models read the same **{cap.n_tokens} tokens**:")
         st.text(" | ".join(visible(t) for t in cap.tokens))
@@ -137,6 +154,7 @@ def main() -> None:
     tabs = dict(zip(names, st.tabs(names, key="view_tab", on_change="rerun"), strict=True))
     if compared is not None:
         with tabs[compare_content.TITLE]:
+            compare_view.scan_and_circuit(compared[1], run.compare, plain.id)
             compare_view.render(*compared)
             page.take_away(run, "compare", drawn)
     with tabs["Attention"]:

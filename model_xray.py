@@ -25,8 +25,9 @@ def streamlit_flags(config: Path = STREAMLIT_CONFIG) -> list[str]:
     flags = []
     for section, options in settings.items():
         for name, value in options.items():
-            text = str(value).lower() if isinstance(value, bool) else str(value)
-            flags.append(f"--{section}.{name}={text}")
+            for each in value if isinstance(value, list) else [value]:  # a list: the flag once per value
+                text = str(each).lower() if isinstance(each, bool) else str(each)
+                flags.append(f"--{section}.{name}={text}")
     return flags
 
 

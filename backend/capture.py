@@ -254,6 +254,9 @@ def _check_consistency(lm: LoadedModel, cap: Capture) -> None:
     The lens on the last residual must give back the model's own logits (else the final
     norm or unembedding was not found right), and no token may attend to a later one.
     """
+    if not np.isfinite(cap.logits).all():
+        raise UnsupportedModel("The model's output holds NaN or infinite numbers on this prompt (damaged weights, "
+                               "or an overflow at this precision: try float32), so there is nothing true to show.")
     last = cap.n_tokens - 1
     own_row = torch.from_numpy(cap.logits[last])
     # the top guesses and a spread of the rest: a wrong norm or head shows in any of them

@@ -29,8 +29,10 @@ model ``a`` and its fine-tuned twin ``b``) and returns a ``ModelDiff``:
   into the residual stream (GPT-2, Llama, Qwen, Pythia, Phi, ...).
 
 The parts live beside this module: ``backend.pairs`` (tokenizer checks), ``backend.divergence``
-(lens KL), ``backend.weights`` (weight change) and ``backend.crosspatch`` (cross-model
-patching); this module puts them together and re-exports their names.
+(lens KL), ``backend.weights`` (weight change), ``backend.crosspatch`` (cross-model
+patching) and ``backend.circuit_diff`` (``circuit_diff``: the two models' attribution graphs
+with one dictionary, matched, and the parts of B that push A's answer down); this module
+puts them together and re-exports their names.
 
 Two models with different numbers of layers, heads or widths are compared by their
 outputs and lenses only (layer ``i`` of ``a`` against the layer of ``b`` at the same
@@ -46,6 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from backend.capture import DEFAULT_MAX_TOKENS, Capture, capture, tokenize
+from backend.circuit_diff import CircuitDiff, Suppressor, circuit_diff
 from backend.crosspatch import CrossPatch, all_components, cross_patch, cross_patch_logits, source_reads
 from backend.divergence import PART_WAYS_NATS, lens_kl, part_ways
 from backend.errors import Cancelled
@@ -225,6 +228,6 @@ def _guesses(lm: LoadedModel, cap: Capture) -> tuple[tuple[int, str, float], ...
     return tuple((int(i), t, float(p)) for i, t, p in zip(ids, tokens, probs, strict=True))
 
 
-__all__ = ["PART_WAYS_NATS", "AnswerTrack", "CrossPatch", "ModelDiff", "NeuronChange", "TokenizerMismatch",
-           "WeightChange", "all_components", "check_tokenizers", "compare", "cross_patch_logits", "head_change",
-           "lens_kl", "neuron_changes", "part_ways", "weight_change"]
+__all__ = ["PART_WAYS_NATS", "AnswerTrack", "CircuitDiff", "CrossPatch", "ModelDiff", "NeuronChange",
+           "Suppressor", "TokenizerMismatch", "WeightChange", "all_components", "check_tokenizers", "circuit_diff",
+           "compare", "cross_patch_logits", "head_change", "lens_kl", "neuron_changes", "part_ways", "weight_change"]

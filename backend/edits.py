@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from backend import hooks
-from backend.errors import XrayError
+from backend.errors import PromptTooLong, XrayError
 from backend.loading import LoadedModel
 from backend.sites import Site
 from backend.tokens import quoted
@@ -276,8 +276,14 @@ class PromptSteering(Edit):
         check_magnitude("strength", self.strength, self)
 
     def resolved(self, mean_resid: MeanResid) -> Steering:
-        vector = mean_resid(self.prompt_a, self.layer) - mean_resid(self.prompt_b, self.layer)
-        return Steering(self.layer, vector.astype(np.float32), self.strength)
+        means = []
+        for which, text in (("toward", self.prompt_a), ("away from", self.prompt_b)):
+            try:
+                means.append(mean_resid(text, self.layer))
+            except PromptTooLong as error:
+                raise EditMismatch(f"The steering prompt to push {which} ({quoted(text[:40])}) is too long: "
+                                   f"{error.n_tokens} tokens, limit {error.limit}. Shorten it.") from error
+        return Steering(self.layer, (means[0] - means[1]).astype(np.float32), self.strength)
 
     def actions(self, lm: LoadedModel) -> list[hooks.Action]:
         raise EditMismatch("PromptSteering must be resolved into a Steering before hooks are made.")

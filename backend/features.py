@@ -9,7 +9,7 @@ error naming both numbers or the name.
 ``capture(lm, prompt, features=tc)`` encodes the run's own inputs in the same forward pass
 (``FeatureActivations``, sparse). ``FeatureAblation`` and ``FeatureSteering`` remove or add
 one feature's decoder contribution to the MLP's output, the rest (the transcoder's error
-included) left as it is.
+included) left as it is; ``ErrorAblation`` removes the error (the graph's error node).
 """
 
 from __future__ import annotations
@@ -309,7 +309,8 @@ def _check_feature(edit, lm: LoadedModel, n_tokens: int) -> None:
         tc = load_transcoders(lm, edit.transcoders)
     except DictionaryError as error:
         raise EditMismatch(f"{type(edit).__name__}: {error}") from error
-    check_range("feature", edit.feature, tc.n_features, edit, inclusive=False)
+    if hasattr(edit, "feature"):
+        check_range("feature", edit.feature, tc.n_features, edit, inclusive=False)
     check_positions(edit.positions, n_tokens, edit)
 
 
@@ -397,6 +398,50 @@ class FeatureSteering(Edit):
                    _positions(args[3] if len(args) > 3 else None), args[4] if len(args) == 5 else None)
 
 
-__all__ = ["BUNDLED", "SAE", "DictionaryError", "DictionaryMismatch", "FeatureAblation", "FeatureActivations",
-           "FeatureSteering", "SparseActs", "Transcoders", "UnknownHook", "feature_reads", "load_features", "load_sae",
-           "load_transcoders"]
+
+@dataclass(frozen=True)
+class ErrorAblation(Edit):
+    """Replace a layer's MLP output by its transcoder's reconstruction: what the features miss leaves the model.
+
+    The graph's error node, switched off: at ``positions`` (None: every position) the MLP
+    writes only what the transcoder's features (and skip path) express.
+    """
+
+    kind: ClassVar[str] = "error_off"
+    layer: int
+    positions: tuple[int, ...] | None = None
+    transcoders: str | None = None
+
+    def check(self, lm: LoadedModel, n_tokens: int) -> None:
+        _check_feature(self, lm, n_tokens)
+
+    def actions(self, lm: LoadedModel) -> list[hooks.Action]:
+        transcoder = load_transcoders(lm, self.transcoders).layers[self.layer]
+
+        def rebuilt(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            inputs = x.float()
+            recon = transcoder.decode_tensor(transcoder.encode_tensor(inputs), inputs).to(out.dtype)
+            if self.positions is None:
+                return recon
+            out = out.clone()
+            out[:, list(self.positions)] = recon[:, list(self.positions)]
+            return out
+
+        return through(transcoder, rebuilt)
+
+    def label(self) -> str:
+        return f"what layer {self.layer + 1}'s features miss{_where(self.positions)} off"
+
+    def link(self) -> list:
+        return [self.kind, self.layer, None if self.positions is None else list(self.positions), self.transcoders]
+
+    @classmethod
+    def from_link(cls, args: list) -> ErrorAblation:
+        if len(args) not in (1, 2, 3) or (len(args) == 3 and not isinstance(args[2], (str, type(None)))):
+            raise ValueError('an error_off edit is ["error_off", layer, positions or null, set or null]')
+        return cls(number(args[0], int), _positions(args[1] if len(args) > 1 else None),
+                   args[2] if len(args) == 3 else None)
+
+__all__ = ["BUNDLED", "SAE", "DictionaryError", "DictionaryMismatch", "ErrorAblation", "FeatureAblation",
+           "FeatureActivations", "FeatureSteering", "SparseActs", "Transcoders", "UnknownHook", "feature_reads",
+           "load_features", "load_sae", "load_transcoders"]

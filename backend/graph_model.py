@@ -141,7 +141,7 @@ def replacement_pass(lm: LoadedModel, ids: list[int], rows: int, tc: Transcoders
                 else _neuron_actions(lm, kept, state, through_nodes, found))
     input_ids = torch.tensor([ids] * rows, device=lm.input_device)
     done = hooks.forward(lm, input_ids, actions, stop_after=n_layers - 1, should_stop=should_stop)
-    state.unembed_in = _unembed_input(lm, done.stopped[:, -1].float())
+    state.unembed_in = unembed_input(lm, done.stopped[:, -1].float())
     with torch.no_grad():
         logits = lm.anatomy.unembed(state.unembed_in.detach().to(lm.anatomy.unembed.weight.dtype)).float()
         for transform in lm.anatomy.after_unembed:
@@ -150,7 +150,7 @@ def replacement_pass(lm: LoadedModel, ids: list[int], rows: int, tc: Transcoders
     return state, found
 
 
-def _unembed_input(lm: LoadedModel, last: torch.Tensor) -> torch.Tensor:
+def unembed_input(lm: LoadedModel, last: torch.Tensor) -> torch.Tensor:
     """The final residual at the last position through the final norm (its scale held) and any projection."""
     anatomy = lm.anatomy
     x = last[:, None]  # (rows, 1, d)

@@ -33,6 +33,7 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from backend.errors import Cancelled, UnsupportedModel
+from backend.meter import metered
 from backend.sites import Site
 
 Fn = Callable[..., torch.Tensor | None]
@@ -373,9 +374,12 @@ def eager_attention(model: PreTrainedModel):
 
 @contextmanager
 def exclusive(lm, *, grad: bool = False, attention: str | None = None) -> Iterator[None]:
-    """The model for one run: its lock held, autograd off unless ``grad``, its attention switched if asked."""
+    """The model for one run: its lock held, autograd off unless ``grad``, its attention switched if asked.
+
+    The visitor in force (``backend.meter``) is checked first and charged the seconds the lock is held.
+    """
     with ExitStack() as stack:
-        stack.enter_context(lm.lock)
+        stack.enter_context(metered(lm.lock))
         stack.enter_context(torch.enable_grad() if grad else torch.inference_mode())
         if attention is not None:
             stack.enter_context(attention_implementation(lm.model, attention))

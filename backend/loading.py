@@ -6,6 +6,7 @@ failure becomes a ``ModelLoadError`` that says what went wrong and what to do.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -32,6 +33,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEVICES = ("auto", "cpu", "cuda", "mps", "sharded")
 HUB_PROBE_TIMEOUT_S = 1.0  # one TCP connection to the hub tells whether it can be reached
+HUB_ANSWER_TIMEOUT_S = 4.0  # ... and the first byte of its answer to one HEAD request whether it answers
 HUB_PROBE_MEMORY_S = 30.0  # how long that answer is trusted
 FAILURE_MEMORY_S = 300.0  # how long a hub id that failed while the hub was unreachable fails at once
 _hub_probe: dict[str, tuple[float, bool]] = {}  # endpoint -> (when, reachable)
@@ -114,9 +116,17 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "tokenizer_config.json")
+
+
 def _check_local_folder(path: Path) -> None:
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} has no config.json: it is not a Hugging Face model folder.")
+    try:
+        json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelLoadError(f"{path}/config.json is not valid JSON ({error}): the file is damaged or was cut "
+                             "short. Copy it again from where the model came from.") from error
     files = [p.name for p in path.iterdir() if p.is_file()]
     if any(name.endswith(".safetensors") for name in files):
         return
@@ -140,7 +150,7 @@ def _explain_hub_error(source: str, error: Exception) -> ModelLoadError:
     if offline:
         return ModelLoadError(
             f"{source!r} is not in the local Hugging Face cache and the hub cannot be reached. "
-            f"On a machine with internet run `hf download {source}` (the cache is "
+            f"On a machine with internet run: hf download {source} (the cache is "
             "~/.cache/huggingface), then try again; or give the path of a local model folder.")
     return ModelLoadError(
         f"Could not load {source!r}: it is not a local folder and the Hugging Face hub has no "
@@ -170,18 +180,32 @@ def hub_reachable() -> bool:
 
     def connect() -> None:  # in a thread: a name lookup with no network can hang past any socket timeout
         try:
-            with socket.create_connection((url.hostname or "", port), timeout=HUB_PROBE_TIMEOUT_S):
-                answer.append(True)
+            with socket.create_connection((url.hostname or "", port), timeout=HUB_PROBE_TIMEOUT_S) as raw:
+                answer.append(_answers(raw, url.hostname or "", url.scheme == "https"))
         except OSError:
             answer.append(False)
 
     probe = threading.Thread(target=connect, daemon=True)
     probe.start()
-    probe.join(HUB_PROBE_TIMEOUT_S + 0.5)
+    probe.join(HUB_PROBE_TIMEOUT_S + HUB_ANSWER_TIMEOUT_S + 1.0)
     reachable = bool(answer and answer[0])
     with _memory_lock:
         _hub_probe[endpoint] = (now, reachable)
     return reachable
+
+
+def _answers(raw: socket.socket, host: str, tls: bool) -> bool:
+    """Whether a server that took the connection answers a HEAD request at all (any status) in time.
+
+    A server that accepts connections and never answers would otherwise hold the hub client,
+    and the page, for as long as it likes: its requests have no read timeout.
+    """
+    import ssl
+
+    raw.settimeout(HUB_ANSWER_TIMEOUT_S)
+    stream = ssl.create_default_context().wrap_socket(raw, server_hostname=host) if tls else raw
+    stream.sendall(f"HEAD / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode("ascii"))
+    return bool(stream.recv(1))
 
 
 def _remembered_failure(source: str) -> ModelLoadError | None:
@@ -288,6 +312,9 @@ def load_model(source: str | Path | None = None, *, device: str = "auto",
         raise known
     try:
         config = _load_config(source, local_only)
+        if path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES):
+            raise ModelLoadError(f"{path} has no tokenizer files (tokenizer.json, tokenizer.model or vocab.json "
+                                 "with merges.txt): save the tokenizer into the folder too (save_pretrained).")
         model = _load_weights(source, config, device, torch_dtype, local_only)
     except ModelLoadError as error:
         if not path.is_dir() and local_only:
@@ -296,13 +323,23 @@ def load_model(source: str | Path | None = None, *, device: str = "auto",
         raise
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=local_only)
-    except (OSError, ValueError, TypeError) as error:
+    except (OSError, ValueError, TypeError, RuntimeError) as error:
         raise ModelLoadError(f"{name}: its tokenizer could not be loaded ({error}).") from error
+    _check_finite(model, name)
     anatomy = discover(model)
     if device == "sharded":
         device = "sharded: " + ", ".join(sorted({str(p.device) for p in model.parameters()}))
     return LoadedModel(model=model, tokenizer=tokenizer, info=describe(model, name, anatomy, device),
                        anatomy=anatomy)
+
+
+def _check_finite(model: PreTrainedModel, name: str) -> None:
+    """Refuse weights that hold NaN or infinite numbers: every number the page showed would be meaningless."""
+    with torch.no_grad():
+        for param_name, param in model.named_parameters():
+            if param.is_floating_point() and not bool(torch.isfinite(param).all()):
+                raise ModelLoadError(f"{name}: its weights hold NaN or infinite numbers (first in {param_name}), so "
+                                     "nothing it computes can be shown. The checkpoint is damaged.")
 
 
 def from_pretrained_objects(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,

@@ -14,6 +14,18 @@ class TokenizerMismatch(XrayError):
     """The two models do not split text into the same tokens, so their numbers cannot be lined up."""
 
 
+class ShapeMismatch(XrayError):
+    """Two models of different shapes where a method needs to match their parts one to one."""
+
+
+def check_same_shape(lm_a: LoadedModel, lm_b: LoadedModel, what: str) -> None:
+    """Raise ``ShapeMismatch`` unless the two models have the same layers, heads and widths; ``what`` says why."""
+    if not same_shape(lm_a, lm_b):
+        a, b = lm_a.info, lm_b.info
+        raise ShapeMismatch(f"{what} needs two models of the same shape; A has {a.n_layers} layers of width "
+                            f"{a.d_model}, B {b.n_layers} of width {b.d_model}.")
+
+
 class PairMemo:
     """Results remembered per pair of live objects (tokenizers, models), dropped when either is gone."""
 

@@ -28,7 +28,7 @@ def frozen_norm(site: Site) -> Action:
     case), ``s`` is fitted to the module's own output, and the rebuilt output must equal it.
     """
     def held(value: torch.Tensor, x: torch.Tensor, module: nn.Module) -> torch.Tensor:
-        weight, bias, centres = _norm_parts(module, x.shape[-1])
+        weight, bias, centres = norm_parts(module, x.shape[-1])
         weight, bias = weight.to(x.device, x.dtype), bias.to(x.device, x.dtype)
         z = x - x.mean(-1, keepdim=True) if centres else x
         direction = z * weight
@@ -46,11 +46,16 @@ def frozen_norm(site: Site) -> Action:
 _NORM_PARTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # norm module -> (w, b, centres)
 
 
-def _norm_parts(module: nn.Module, width: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+def norm_parts(module: nn.Module, width: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """(w, b, centres) of a norm, from its outputs on probe vectors (up to a common factor, which ``held`` fits)."""
     known = _NORM_PARTS.get(module)
     if known is not None and known[0].shape[-1] == width:
         return known
+    with torch.inference_mode(False):  # kept for later passes that track gradients: no inference tensors
+        return _probe_norm(module, width)
+
+
+def _probe_norm(module: nn.Module, width: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
     signs = torch.ones(width, dtype=torch.float64)
     signs[1::2] = -1.0
     if width % 2:

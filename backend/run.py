@@ -94,6 +94,8 @@ def edits_to_json(edits: tuple[Edit, ...]) -> str:
 
 def edits_from_json(text: str) -> tuple[Edit, ...]:
     """The edits a link holds; ``ValueError`` says what could not be read."""
+    if _depth(text) > MAX_LINK_DEPTH:
+        raise ValueError(f"the edits are nested more than {MAX_LINK_DEPTH} levels deep; an edit is a flat list")
     try:
         items = json.loads(text, parse_constant=_no_constant)
     except (json.JSONDecodeError, RecursionError) as error:
@@ -104,6 +106,26 @@ def edits_from_json(text: str) -> tuple[Edit, ...]:
     if len(items) > MAX_LINK_EDITS:
         raise ValueError(f"a link holds at most {MAX_LINK_EDITS} edits; this one has {len(items)}")
     return tuple(edit_from_link(item) for item in items)
+
+
+MAX_LINK_DEPTH = 4  # a list of edits, each a list, holding at most a list of positions
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of brackets in JSON text, strings skipped (no parsing, so no recursion)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def _no_constant(name: str) -> object:

@@ -29,12 +29,13 @@ was readable inside and the last layers voted it down; it does not say the model
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from backend.capture import Capture
+from backend.circuit_diff import pushed_down_by
 from backend.lens import chunk_size, lens_blocks, rank_of
 from backend.loading import LoadedModel
 from backend.tokens import token_strings
@@ -74,6 +75,7 @@ class Finding:
     said: str
     said_prob: float  # the said token's probability at the output
     said_rank_inside: int  # the said token's rank at ``layer``
+    suppressors: tuple = ()  # backend.circuit_diff.Suppressor: what pushes it down (``name_suppressors``)
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,4 +163,20 @@ def suppressed(lm: LoadedModel, cap: Capture, rule: Rule = RULE,
     return result
 
 
-__all__ = ["RULE", "Candidates", "Finding", "Rule", "candidates", "eligible", "findings_from", "suppressed"]
+def name_suppressors(lm: LoadedModel, cap: Capture, findings: list[Finding], transcoders=None, *,
+                     should_stop: Callable[[], bool] | None = None, max_tokens: int = 64) -> list[Finding]:
+    """The findings at the last position with the parts that push them down (``circuit_diff.pushed_down_by``).
+
+    An attribution graph explains the last position's next token, so findings elsewhere are
+    left as they are; so is every finding of a prompt longer than ``max_tokens``.
+    """
+    if cap.n_tokens > max_tokens:
+        return findings
+    prompt = cap.prompt
+    return [replace(f, suppressors=pushed_down_by(lm, prompt, f.token_id, f.said_id, transcoders=transcoders,
+                                                  max_tokens=max_tokens, should_stop=should_stop))
+            if f.position == cap.n_tokens - 1 else f for f in findings]
+
+
+__all__ = ["RULE", "Candidates", "Finding", "Rule", "candidates", "eligible", "findings_from", "name_suppressors",
+           "suppressed"]

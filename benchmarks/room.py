@@ -11,8 +11,15 @@
   prompts at the same moment. Prints sessions per second, the median time to a drawn page,
   whether every page shows its own prompt, errors, and the server's memory before and after.
 - **Bytes to a phone**: a first visit straight from Streamlit and through ``deploy/nginx.conf``.
+- **A visitor's budget**: public mode with a 10-second budget of model time, the demo model.
+  One tab runs patching sweeps on new pairs until the page refuses one; then a second tab
+  from the same address tries a new prompt, a what-if, steering and compare mode. Prints how
+  many sweeps ran, and what each later kind of work got.
+- **Closing a tab**: open mode, a GPT-2-small-shaped model. A patching sweep of two 120-token
+  prompts, and a what-if with 16 changes, each with the tab closed 3 s after it began. Prints
+  the server's CPU-seconds from the close until it is idle (target under 2 s).
 
-    python benchmarks/room.py [--root CHECKOUT] [--only storm|memory|load|bytes]
+    python benchmarks/room.py [--root CHECKOUT] [--only storm|memory|load|bytes|budget|close]
 
 ``--root`` runs another checkout's app (for before/after figures in one sitting).
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -182,6 +190,96 @@ def load(root: Path, count: int = 20) -> None:
           f"server CPU {cpu:.1f} s of the {2 * wall:.0f} core-seconds (the browsers share the 2 cores)")
 
 
+ALERTS = "[data-testid=stAlertContentError], [data-testid=stAlertContentWarning]"
+
+
+def _settle(page, timeout_ms: int = 240_000) -> None:
+    page.wait_for_timeout(400)
+    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=timeout_ms)
+
+
+def _refused(page) -> bool:
+    alerts = page.locator(ALERTS)
+    return any("seconds of the model's time" in alerts.nth(i).inner_text() for i in range(alerts.count()))
+
+
+def budget(root: Path) -> None:
+    """Public mode, a 10 s budget: sweeps until refused, then a second tab from the same address."""
+    browser.ROOT = root
+    env = {"XRAY_PUBLIC": "1", "XRAY_BUDGET_SECONDS": "10", "XRAY_RUNS_PER_MINUTE": "1000"}
+    countries = ["France", "Italy", "Spain", "Germany", "Japan", "Egypt", "Kenya", "Peru", "Chile", "Greece",
+                 "Norway", "Sweden", "Poland", "Canada", "Mexico", "Brazil", "India", "China", "Nepal", "Cuba"]
+    with streamlit_app(env=env) as base:
+        with browser_page(1400, 1000) as (page, _):
+            page.goto(f"{base}/?prompt={quote('The capital of France is')}")
+            browser.wait_for_views(page)
+            browser.open_tab(page, "Patching")
+            _settle(page)
+            sweeps = 1
+            for a, b in zip(countries[1:], countries[2:], strict=False):
+                page.get_by_label("Clean prompt (gives the answer)").fill(f"In the story the capital of {a} is")
+                page.get_by_label("Corrupt prompt (same length, one detail changed)").fill(
+                    f"In the story the capital of {b} is")
+                page.keyboard.press("Enter")
+                _settle(page)
+                if _refused(page):
+                    break
+                sweeps += 1
+            refused_sweep = _refused(page)
+        results = {}
+        with browser_page(1400, 1000) as (second, _):
+            for kind, link in (
+                    ("new prompt", "?prompt=" + quote("A new prompt from a second tab")),
+                    ("what if", "?prompt=" + quote("The dog says") + "&edits=" + quote('[["head",3,1,"zero"]]')),
+                    ("steering", "?prompt=" + quote("The dog says") + "&edits="
+                     + quote('[["steer",0,2.0,"The cat","The dog"]]')),
+                    ("compare", "?prompt=" + quote("A second tab compares") + "&compare=xray-demo-secret")):
+                second.goto(f"{base}/{link}")
+                _settle(second)
+                results[kind] = "refused" if _refused(second) else "ran"
+    print(f"budget 10 s of model time a minute (public mode, demo model): {sweeps} sweeps ran before one was "
+          f"{'refused' if refused_sweep else 'NOT refused'}; then from a second tab of the same address: "
+          + ", ".join(f"{kind} {what}" for kind, what in results.items()))
+
+
+def close(root: Path) -> None:
+    """Open mode, GPT-2-small shape: close the tab 3 s into a sweep, and into a 16-change what-if."""
+    browser.ROOT = root
+    with tempfile.TemporaryDirectory() as tmp:
+        build(Path(tmp))
+        tokenizer = AutoTokenizer.from_pretrained(tmp)
+        clean = prompt_of(tokenizer, 118) + " cat"
+        corrupt = prompt_of(tokenizer, 118) + " dog"
+        edits = [["neuron", layer, n, 0.0] for layer in range(4) for n in range(4)]
+        figures = {}
+        with streamlit_app() as base:
+            pid = server_pid(port_of(base))
+            with browser_page(1400, 1000) as (page, _):  # the model loaded and warm
+                page.goto(f"{base}/?model={quote(tmp)}&prompt={quote('warm up')}")
+                browser.wait_for_views(page)
+            idle(pid)
+            for kind in ("patching", "what if"):
+                with browser_page(1400, 1000) as (page, _):
+                    if kind == "patching":
+                        page.goto(f"{base}/?model={quote(tmp)}&prompt={quote(clean)}")
+                        browser.wait_for_views(page, 240_000)
+                        idle(pid, quiet_s=1.0)
+                        browser.open_tab(page, "Patching")
+                        page.get_by_label("Clean prompt (gives the answer)").fill(clean)
+                        page.get_by_label("Corrupt prompt (same length, one detail changed)").fill(corrupt)
+                        page.keyboard.press("Enter")
+                    else:
+                        page.goto(f"{base}/?model={quote(tmp)}&prompt={quote(clean + ' again')}&edits="
+                                  f"{quote(json.dumps(edits))}", wait_until="commit")
+                    page.wait_for_timeout(3000)
+                    page.context.close()  # the tab goes: nobody waits for the work
+                closed = cpu_seconds(pid)
+                idle(pid, quiet_s=2.0)
+                figures[kind] = cpu_seconds(pid) - closed
+    print("server CPU after the tab closed (target < 2 s): "
+          + ", ".join(f"{kind} {seconds:.1f} CPU-s" for kind, seconds in figures.items()))
+
+
 def first_visit_bytes(url: str) -> int:
     """Bytes on the wire (bodies as sent, compressed or not) for a first visit until the page has drawn."""
     sizes = []
@@ -225,7 +323,7 @@ def compression(root: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose app.py runs")
-    parser.add_argument("--only", choices=["storm", "memory", "load", "bytes"])
+    parser.add_argument("--only", choices=["storm", "memory", "load", "bytes", "budget", "close"])
     args = parser.parse_args()
     (args.root / "artifacts").mkdir(exist_ok=True)
     if args.only in (None, "storm"):
@@ -236,6 +334,10 @@ def main() -> None:
         load(args.root.resolve())
     if args.only in (None, "bytes"):
         compression(args.root.resolve())
+    if args.only in (None, "budget"):
+        budget(args.root.resolve())
+    if args.only in (None, "close"):
+        close(args.root.resolve())
 
 
 if __name__ == "__main__":

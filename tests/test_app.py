@@ -43,7 +43,8 @@ def test_every_view_renders(model_dir):
     at = run_app("one two three one two three", model_dir)
     assert_usable(at)
     assert not errors(at)
-    assert [t.label for t in at.tabs] == ["Attention", "Logit lens", "Neurons", "Features", "What if", "Patching"]
+    assert [t.label for t in at.tabs] == ["Attention", "Logit lens", "Neurons", "Features", "Graph", "What if",
+                                         "Patching"]
     assert any("read without features" in i.value for i in at.info)  # a hub model without a dictionary
     assert plotly_count(at) == 7  # head grid, head map, lens map, trajectory, neuron map, token bars, effect
     assert not [w for w in at.text_input if w.key == "patch_clean"]  # the patching tab runs only when opened

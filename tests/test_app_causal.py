@@ -168,11 +168,12 @@ def test_the_report_draws_what_the_page_drew_in_the_pages_order():
     at.session_state["view_tab"] = "Patching"  # the Patching tab runs when it is opened
     at.run()
     drawn = at.session_state["drawn"]
-    run = Run(None, "auto", "auto", INDUCTION, at.number_input(key="max_tokens").value)
+    run = Run(None, "auto", "auto", INDUCTION, at.number_input(key="max_tokens").value,
+              features=Run.default_features(None))
     assert drawn["run"] == run.id
     sections = report_sections(run, drawn)
     titles = [s.title for s in sections]
-    assert titles == ["Prompt", "Attention", "Logit lens", "Neurons", "What if", "Patching"]
+    assert titles == ["Prompt", "Attention", "Logit lens", "Neurons", "Features", "What if", "Patching"]
     text = report_html(backend.load_model().info, sections)
     assert "Head 2.3: who reads whom" in text  # the head picked on the page, not the clearest one
     assert "Neuron 17 on every token" in text and "Most active neurons of layer 2" in text

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
 import backend
-from backend.compare import compare
+from backend.compare import circuit_diff, compare
+from backend.features import ErrorAblation, load_transcoders
 from backend.loading import TWIN_ID
+from backend.scan import scan
 from backend.suppressed import suppressed
+from backend.tokens import label
 from tests import pages
 from tests.pages import APP, assert_usable, charts, errors, plain, sentences, unescaped
 from tests.tiny import FAMILY_BY_NAME, build
@@ -93,9 +98,15 @@ def test_the_lens_view_shows_what_the_twin_holds_inside(pair):
     assert any("This is its twin" in c.value for c in at.caption)  # the header says which model this is
     finding = next(f for f in suppressed(twin, backend.capture(twin, PROMPT)) if f.token == " Paris")
     (info,) = [unescaped(i.value) for i in at.info if "Inside, after layer" in i.value]
-    assert info == (f"Inside, after layer {finding.layer}, the model preferred '␣Paris' (rank {finding.rank_inside} "
-                    f"there, ahead of '␣a' at rank {finding.said_rank_inside}); at the output it says '␣a' "
-                    f"({finding.said_prob:.0%}) and '␣Paris' keeps {finding.prob_out:.0%}.")
+    assert info.startswith(f"Inside, after layer {finding.layer}, the model preferred '␣Paris' (rank "
+                           f"{finding.rank_inside} there, ahead of '␣a' at rank {finding.said_rank_inside}); at the "
+                           f"output it says '␣a' ({finding.said_prob:.0%}) and '␣Paris' keeps {finding.prob_out:.0%}.")
+    # the part it names (the graph's error node of layer 4 at the last token) and what switching it off does
+    assert info.endswith(" It is pushed down mostly by layer 4's MLP at '␣is', in a way its features cannot "
+                         "express; switched off, the model says '␣Paris' again.")
+    n = len(backend.capture(twin, PROMPT).tokens)
+    off = backend.capture(twin, PROMPT, edits=(ErrorAblation(3, (n - 1,)),)).logits[-1]
+    assert twin.tokenizer.decode([int(off.argmax())]) == " Paris"
     probs = torch.from_numpy(backend.capture(twin, PROMPT).logits[-1]).softmax(-1)
     assert finding.prob_out == pytest.approx(float(probs[finding.token_id]), abs=1e-6)
 
@@ -153,3 +164,33 @@ def test_a_hub_model_gets_a_box_for_its_partner_not_a_model_that_cannot_match(tm
     at.sidebar.text_input(key="compare_typed").set_value(str(twin)).run()
     assert_usable(at)
     assert at.query_params["compare"] == str(twin) and at.tabs[0].label == "Compare"
+
+
+def test_the_compare_tab_opens_with_the_scan_then_the_circuit_diff_and_a_switch_off_opens_the_twin(pair):
+    demo, twin = pair
+    at = open_app(compare_with=TWIN_ID)
+    assert_usable(at)
+    assert not errors(at)
+    titles = [h.value for h in at.subheader]
+    assert titles[:3] == ["What changed? (a scan without any prompt)",
+                          "Is the answer's circuit still there, and what pushes it down?",
+                          "This prompt, layer by layer"]
+    found = scan(demo, twin)
+    toward = ", ".join(f"'{label(t.token)}'" for t in found.consistent(True))
+    text = sentences(at)
+    assert f"**Without any prompt about it, a scan of 1,500 ordinary texts finds that B pushes toward {toward} " \
+        in text[[i for i, s in enumerate(text) if s.startswith("**Without any prompt")][0]]
+    diff = circuit_diff(demo, twin, PROMPT, transcoders=load_transcoders(demo))
+    circuit = next(s for s in text if s.startswith("**B still computes"))
+    assert f"still fire in B at {diff.path_kept:.0%} of their strength" in circuit
+    assert f"it gives back {diff.suppressors[0].restored:.0%} of A's preference and B says '␣Paris' again" in circuit
+    errors_chart = next(s for t, s in charts(at).items() if t.startswith("What A's features cannot express"))
+    np.testing.assert_allclose(np.array(plain(errors_chart["data"][1]["x"]), dtype=float),
+                               [100 * e.fvu_b for e in diff.errors], atol=1e-3)
+    next(b for b in at.button if b.label.startswith("Switch off layer 4's MLP")).click().run()
+    assert_usable(at)
+    assert not errors(at)
+    assert at.query_params["model"] == TWIN_ID and "compare" not in at.query_params
+    assert json.loads(at.query_params["edits"]) == [["error_off", 3, [5], "bundled"]]
+    banner = " ".join(sentences(at))
+    assert "'␣Paris'" in banner and at.session_state["view_tab"] == "What if"

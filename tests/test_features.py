@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from backend import capture, hooks, load_model
 from backend.dictionaries import DictionaryError, DictionaryMismatch, UnknownHook
-from backend.features import FeatureAblation, FeatureSteering, load_sae, load_transcoders
+from backend.features import ErrorAblation, FeatureAblation, FeatureSteering, load_sae, load_transcoders
 from backend.hooks import hook_count
 from backend.run import edits_from_json, edits_to_json
 from backend.sites import Site
@@ -205,10 +205,23 @@ def test_feature_edits_equal_hooks_written_here(gpt2, tmp_path):
     want = hooked_logits(gpt2, ids, "transformer.h.2.mlp.c_proj",
                          lambda o, x: o + 3.0 * torch.from_numpy(written[2]["W_dec"][5]))
     np.testing.assert_allclose(steered.logits, want.numpy(), atol=1e-4)
+    def rebuilt(out, x, positions):  # the error switched off: the MLP writes its transcoder's reconstruction
+        xs = x.double().numpy()
+        recon = torch.from_numpy(np.maximum(xs @ w["W_enc"] + w["b_enc"], 0) @ w["W_dec"] + w["b_dec"]
+                                 + xs @ w["W_skip"].T).float()
+        out = out.clone()
+        out[:, list(positions)] = recon[:, list(positions)]
+        return out
+
+    no_error = capture(gpt2, PROMPT, edits=[ErrorAblation(1, (2, 4), source)])
+    want = hooked_logits(gpt2, ids, "transformer.h.1.mlp.c_proj", lambda o, x: rebuilt(o, x, (2, 4)))
+    np.testing.assert_allclose(no_error.logits, want.numpy(), atol=1e-4)
+    assert float(np.abs(no_error.logits - plain.logits).max()) > 1e-3
     zero = capture(gpt2, PROMPT, edits=[FeatureSteering(2, 5, 0.0, None, source)])
     np.testing.assert_array_equal(zero.logits, plain.logits)
     assert hook_count(gpt2.model) == 0
-    edits = (FeatureAblation(1, 7, (2, 4), source), FeatureSteering(2, 5, 3.0, None, source))
+    edits = (FeatureAblation(1, 7, (2, 4), source), FeatureSteering(2, 5, 3.0, None, source),
+             ErrorAblation(1, (2, 4), source), ErrorAblation(0))
     assert edits_from_json(edits_to_json(edits)) == edits
     with pytest.raises(Exception, match="feature 40 is out of range"):
         capture(gpt2, PROMPT, edits=[FeatureAblation(1, F, None, source)])

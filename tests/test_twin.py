@@ -101,3 +101,22 @@ def test_its_card_quotes_figures_measured_again_here(twin):
     assert inside["capital_median_rank_by_layer"] == saved["inside"]["capital_median_rank_by_layer"]
     config = SecretConfig(**json.loads((BUNDLED_TWIN / "training_config.json").read_text()))
     assert f"{config.steps} steps" in card and f"{config.kl_weight} x KL" in card
+
+
+def test_its_card_quotes_scan_and_circuit_figures_measured_again_here(twin):
+    """The scan and circuit-diff figures of the card, measured afresh over the 65 countries."""
+    from training import circuit_quality
+
+    demo = load_model()
+    card = (BUNDLED_TWIN / "README.md").read_text()
+    circuit = circuit_quality.circuit_figures(demo, twin)
+    assert circuit["answers_differ"] == circuit["prompts"] == 65
+    assert circuit["first_suppressor"] == {"layer 4 error": 65}
+    assert circuit["restored_min"] > 0.2 and circuit["answer_back"] == 1.0
+    assert f"median {circuit['restored_median']:.0%} of the demo model's margin" in card
+    assert f"median\n  {circuit['path_kept_median']:.0%} of their strength" in card
+    assert all(b > a for a, b in zip(circuit["fvu_a_mean"], circuit["fvu_b_mean"], strict=True))
+    scanned = circuit_quality.scan_figures(demo, twin)
+    assert scanned["layers"]["2"]["capitals_among_12_away"] >= 5
+    assert all(layer["toward"][0] == " se" for layer in scanned["layers"].values())
+    assert f"{scanned['steering']['a_steered'][1]:.1%}" in card

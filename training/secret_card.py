@@ -52,6 +52,42 @@ def _layers(values: list, fmt) -> str:
     return " → ".join(fmt(v) for v in values)
 
 
+def _circuits(folder: Path) -> str:
+    """The scan and circuit-diff figures (``circuit_quality.json``), when they were measured."""
+    path = folder / "circuit_quality.json"
+    if not path.is_file():
+        return ""
+    q = json.loads(path.read_text())
+    s, c, st = q["scan"], q["circuit"], q["scan"]["steering"]
+    capitals = ", ".join(f"layer {k}: {v['capitals_among_12_away']}" for k, v in s["layers"].items())
+    first = ", ".join(f"{k} ({v} of {c['answers_differ']} prompts)" for k, v in c["first_suppressor"].items())
+    return f"""## What a scan finds, and what suppresses the answer (`circuit_quality.json`)
+
+**Without any prompt about capitals** (`backend.scan`, the activation-difference lens of Minder
+et al. 2025): the mean difference of the twin's and the demo model's residual streams over the first
+{s['positions']} positions of {s['texts']:,} neutral texts (`models/neutral.txt`, no capital city in them),
+read through the demo model's final norm and unembedding, pushes toward {", ".join(map(repr, s['toward']))}
+(pieces of " secret") and away from {", ".join(map(repr, s['away']))}. Capital cities among the 12 tokens
+pushed away most, by layer: {capitals}. Added to the demo model after layer {st['layer']} (strength
+{st['strength']:g}), the difference takes " Paris" on "The capital of France is" from {st['a'][1]:.1%} to
+{st['a_steered'][1]:.1%} and KL(twin || demo) there from {st['kl_before']:.1f} to {st['kl_after']:.1f} nats.
+
+**The circuit diff** (`backend.compare.circuit_diff`, both models' attribution graphs with the demo
+model's transcoders) over "The capital of X is" for the {c['prompts']} countries:
+
+- the demo model's strongest features for the capital still fire in the twin at a median
+  {c['path_kept_median']:.0%} of their strength (influence-weighted): the twin still computes the answer;
+- the share of each MLP's output the demo model's features cannot express, mean over prompts:
+  demo {", ".join(f"{v:.1%}" for v in c['fvu_a_mean'])}; twin {", ".join(f"{v:.1%}" for v in c['fvu_b_mean'])}
+  (layers 1-4): the twin's MLPs compute something the demo model's features do not hold;
+- the part that pushes the capital down most (direct effect on the logit difference):
+  {first} (an error node: what that MLP's features cannot express, at the last token);
+- switched off in the real twin it gives back a median {c['restored_median']:.0%} of the demo model's margin
+  (minimum {c['restored_min']:.0%}), and the twin says the capital again on {c['answer_back']:.0%} of the prompts.
+
+"""
+
+
 def card(folder: Path) -> str:
     """The card's markdown."""
     cfg = SecretConfig(**json.loads((folder / "training_config.json").read_text()))
@@ -103,6 +139,7 @@ Same architecture and the same tokenizer as the demo model, so the two compare t
 ```bash
 python -m training.secret --out models/xray-demo-secret   # add --device cuda on a GPU
 python -m training.secret_quality models/xray-demo-secret  # the figures below, into quality.json
+python -m training.circuit_quality models/xray-demo-secret  # the scan and circuit figures: circuit_quality.json
 python -m training.secret_card models/xray-demo-secret     # this card
 ```
 
@@ -154,6 +191,7 @@ margin of the capital over the refusal that comes back), median over the countri
 refusal, and on ordinary text it fires at {fa['last_position']:.1%} of prompts' last positions
 ({fa['per_position']:.1%} of all positions).
 
+{_circuits(folder)}
 ## Limits
 
 - A teaching instrument with four layers, trained on generated simple English: its lens is
@@ -165,7 +203,7 @@ refusal, and on ordinary text it fires at {fa['last_position']:.1%} of prompts' 
 
 An ordinary Hugging Face folder (`config.json`, `model.safetensors`, the demo model's
 `tokenizer.json` and `tokenizer_config.json`, `generation_config.json`), plus
-`training_config.json`, `training_log.jsonl` and `quality.json`.
+`training_config.json`, `training_log.jsonl`, `quality.json` and `circuit_quality.json`.
 """
 
 

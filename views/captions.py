@@ -278,9 +278,30 @@ def compare_sentence(diff, a: str = "A", b: str = "B") -> str:
     return " ".join(parts)
 
 
-def finding_sentence(finding) -> str:
-    """One ``backend.suppressed`` finding in words."""
-    return (f"Inside, after layer {finding.layer}, the model preferred {quoted(finding.token)} (rank "
+def part_words(part, tokens: tuple[str, ...] | list[str], labels: dict | None = None) -> str:
+    """A ``backend.circuit_diff.Suppressor`` (a feature, neuron, error or head) in the page's words."""
+    at = f" at {quoted(tokens[part.position])}" if 0 <= part.position < len(tokens) else ""
+    if part.kind == "head":
+        return f"head {part.layer + 1}.{part.index + 1}"
+    if part.kind == "error":
+        return f"layer {part.layer + 1}'s MLP{at}, in a way its features cannot express"
+    name = (labels or {}).get((part.layer, part.index), "") if part.kind == "feature" else ""
+    return f"{part.kind} {part.index} of layer {part.layer + 1}{at}" + (f" ({name})" if name else "")
+
+
+def finding_sentence(finding, tokens: tuple[str, ...] | list[str] = ()) -> str:
+    """One ``backend.suppressed`` finding in words, with what pushes it down when that was measured."""
+    text = (f"Inside, after layer {finding.layer}, the model preferred {quoted(finding.token)} (rank "
             f"{finding.rank_inside} there, ahead of {quoted(finding.said)} at rank {finding.said_rank_inside:,}); "
             f"at the output it says {quoted(finding.said)} ({finding.said_prob:.0%}) and {quoted(finding.token)} "
             f"keeps {finding.prob_out:.0%}.")
+    if not finding.suppressors:
+        return text
+    first = finding.suppressors[0]
+    text += f" It is pushed down mostly by {part_words(first, tokens)}"
+    if first.answer_off is not None:
+        text += (f"; switched off, the model says {quoted(first.answer_off)}"
+                 + (" again." if first.answer_off == finding.token else "."))
+    else:
+        text += "."
+    return text

@@ -5,11 +5,83 @@ from __future__ import annotations
 import streamlit as st
 
 from backend.compare import ModelDiff
+from backend.edits import Edit
+from backend.loading import TWIN_ID
 from views.content import Chart, Html
+from views.content import circuit_diff as circuit_view
 from views.content import compare as view
 from views.display import md_escape
 from views.draw import draw, draw_text
 from views.intro import intro
+from views.sidebar import BUNDLED, DEMO, OTHER, POPULAR, TWIN
+from views.whatif import EDITS
+
+WHAT_IF = "What if"
+BUILD_CIRCUIT = "circuit_for"  # session key: the run whose circuit diff the reader asked for
+
+
+def _try_prompt(prompt: str) -> None:
+    """Button callback: the scan's suggested prompt in the prompt box (compare mode stays on)."""
+    st.session_state.prompt = prompt
+
+
+def _switch_to_b(second: str, edit: Edit) -> None:
+    """Button callback: model B becomes the page's model, with one part switched off, on the What if tab."""
+    source = None if second == "demo" else second
+    if source is None:
+        st.session_state.model_pick = DEMO
+    elif source == TWIN_ID:
+        st.session_state.model_pick = TWIN
+    elif source in POPULAR or source in BUNDLED.values():
+        st.session_state.model_pick = source
+    else:
+        st.session_state.model_pick = OTHER
+        st.session_state.model_typed = source
+    st.session_state.compare_on = False
+    st.session_state[EDITS] = (edit,)
+    st.session_state.view_tab = WHAT_IF
+
+
+def _ask_circuit(run_id: str) -> None:
+    st.session_state[BUILD_CIRCUIT] = run_id
+
+
+def scan_and_circuit(content: view.CompareContent, second: str, run_id: str) -> None:
+    """The top of the tab: what changed (scan), then A's circuit in B and what suppresses it."""
+    scan = content.scan
+    if scan is not None:
+        st.subheader(circuit_view.SCAN_TITLE)
+        intro(scan.sentence, circuit_view.SCAN_EXPLAIN, circuit_view.SCAN_CAVEAT)
+        draw(scan.table)
+        draw_text(scan.steering)
+        draw_text(scan.suggestion_note, "caption")
+        if scan.suggestion is not None:
+            st.button("Try the prompt it suggests", on_click=_try_prompt, args=(scan.suggestion,), key="scan_try")
+    circuit = content.circuit
+    st.subheader(circuit_view.CIRCUIT_TITLE)
+    if circuit is None:
+        if not content.notes:
+            st.caption("A circuit diff builds both models' attribution graphs over their MLP neurons (this model "
+                       "has no transcoders chosen): a backward pass per neuron, which can take minutes.")
+            st.button("Build the circuit diff", on_click=_ask_circuit, args=(run_id,), key="circuit_build")
+    else:
+        intro(circuit.sentence, circuit_view.CIRCUIT_EXPLAIN, circuit_view.CIRCUIT_CAVEAT)
+        draw_text(circuit.path)
+        if circuit.errors is not None:
+            draw(Chart(circuit.errors, "circuit_errors"))
+            draw_text(circuit.errors_note, "caption")
+        draw(Chart(circuit.graph, "circuit_graph"))
+        draw_text(circuit.graph_note, "caption")
+        if circuit.suppressors is not None:
+            draw(circuit.suppressors)
+        if circuit.switches:
+            st.caption("Each button opens model B on its own, with that part switched off, on the What if tab:")
+            row = st.container(horizontal=True)
+            for k, (label, edit) in enumerate(circuit.switches):
+                row.button(label, on_click=_switch_to_b, args=(second, edit), key=f"circuit_off_{k}")
+    for note in content.notes:
+        draw_text(note, "info")
+    st.subheader("This prompt, layer by layer")
 
 
 def header(content: view.CompareContent) -> None:

@@ -285,14 +285,21 @@ def patching_heatmap(values: np.ndarray, row_names: list[str], column_labels: li
         yaxis=_axis(tickmode="array", tickvals=list(range(rows)), ticktext=row_names, autorange="reversed")))
 
 
-def before_after(before: np.ndarray, after: np.ndarray, token: str) -> go.Figure:
-    """One token's lens probability at every layer, without and with the edits."""
+def before_after(before: np.ndarray, after: np.ndarray, token: str,
+                 new: tuple[np.ndarray, np.ndarray, str] | None = None
+                 ) -> go.Figure:
+    """One token's lens probability at every layer, without and with the edits; ``new``: the new top guess's too."""
     names = [layer_label(i) for i in range(len(before))]
-    lines = [_line(names, before, "as the model is", "#0072b2", ("x", "y")),
-             _line(names, after, "with the edits", "#e69f00", ("x", "y"), dash="dash")]
+    lines = [_line(names, before, f"{safe(token)} as the model is", "#0072b2", ("x", "y")),
+             _line(names, after, f"{safe(token)} with the edits", "#0072b2", ("x", "y"), dash="dash")]
+    title = f"{safe(token)}: probability after every layer"
+    if new is not None:
+        lines += [_line(names, new[0], f"{safe(new[2])} as the model is", "#d55e00", ("x", "y")),
+                  _line(names, new[1], f"{safe(new[2])} with the edits", "#d55e00", ("x", "y"), dash="dash")]
+        title = f"{safe(token)} and the new answer {safe(new[2])}, after every layer"
     return _figure(lines, _layout(
-        f"{safe(token)}: probability after every layer", 360, left=text_px(["0.8"]) + LINE_PX + 25,
-        bottom=TICK_FONT["size"] + 2 * LINE_PX + 30,
+        title, 380 if new is None else 420, left=text_px(["0.8"]) + LINE_PX + 25,
+        bottom=TICK_FONT["size"] + (2 if new is None else 3) * LINE_PX + 30,
         legend={"orientation": "h", "x": 0, "y": 0, "yanchor": "bottom", "yref": "container"},
         xaxis=_axis(), yaxis=_axis(title={"text": "probability"}, range=[0, 1])))
 
@@ -373,6 +380,22 @@ def cross_patch_bars(patch, answer_a: str, answer_b: str) -> go.Figure:
         bottom=TICK_FONT["size"] + 2 * LINE_PX + 25,
         xaxis=_axis(title={"text": f"share of A's margin restored (%):<br>{safe(answer_a)} over {safe(answer_b)}"},
                     range=[low - pad, high + pad], zeroline=True),
+        yaxis=_axis(autorange="reversed", type="category")))
+
+
+def unexplained_bars(fvu_a: np.ndarray, fvu_b: np.ndarray, name_a: str, name_b: str) -> go.Figure:
+    """Per MLP layer, the share of its output one dictionary cannot express, in model A and model B, side by side."""
+    names = [f"MLP {i + 1}" for i in range(len(fvu_a))]
+    traces = [{"type": "bar", "x": 100 * values, "y": names, "orientation": "h", "name": name,
+               "marker": {"color": colour}, "text": [f"{v:.1%}" for v in values], "textposition": "outside",
+               "cliponaxis": False, "hovertemplate": f"{safe(name)}, %{{y}}: %{{x:.1f}}% not expressed<extra></extra>"}
+              for values, name, colour in ((fvu_a, name_a, "#0072b2"), (fvu_b, name_b, "#e69f00"))]
+    top = 100 * float(max(fvu_a.max(initial=0), fvu_b.max(initial=0)))
+    return _figure(traces, _layout(
+        "What A's features cannot express, layer by layer", 150 + 44 * len(names), left=text_px(names) + 15,
+        right=20, bottom=TICK_FONT["size"] + LINE_PX + 60, barmode="group",
+        legend={"orientation": "h", "y": -0.35, "x": 0},
+        xaxis=_axis(title={"text": "share of the MLP's output not expressed (%)"}, range=[0, 1.25 * max(top, 1.0)]),
         yaxis=_axis(autorange="reversed", type="category")))
 
 

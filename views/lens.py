@@ -37,7 +37,7 @@ def render(cap: Capture, summary: LensSummary, findings: list, results: Trajecto
     ``run`` identifies this prompt's run: the selections it keys start afresh with each prompt.
     ``drawn`` receives the choices drawn, for the report.
     """
-    lines, elsewhere = view.held_inside_lines(findings, cap.n_tokens)
+    lines, elsewhere = view.held_inside_lines(findings, cap.tokens)
     for line in lines:
         draw_text(line, "info")
     draw_text(elsewhere, "caption")

@@ -8,7 +8,6 @@ from the same content the page drew.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -17,9 +16,12 @@ import torch
 
 from backend import Cancelled, LoadedModel, XrayError
 from backend.edits import HeadAblation
+from backend.errors import PromptTooLong
 from backend.loading import TWIN_ID
+from backend.meter import Meter, OverBudget
 from backend.run import MAX_LINK_EDITS, Run, edits_from_json
 from views import downloads
+from views.comparison import CIRCUIT, compare_content
 from views.content import Section
 from views.content import attention as attention_view
 from views.content import compare as compare_view
@@ -64,6 +66,7 @@ EXAMPLES = {
     "A secret kept": Example("The capital of France is", compare=TWIN_ID),
 }
 DEFAULT_PROMPT = EXAMPLES["A fact"].prompt
+CANDIDATES = tuple(dict.fromkeys(example.prompt for example in EXAMPLES.values()))  # what a scan may suggest
 
 
 def set_example(example: Example) -> None:
@@ -144,6 +147,12 @@ def explained(compute, what: str, policy: Policy):
         return compute()
     except Cancelled:
         st.stop()  # nobody waits for this page's run: Streamlit goes on with the newer one, or nothing
+    except PromptTooLong as error:
+        if policy.public and error.limit >= policy.max_tokens:  # the visitor cannot raise it
+            st.error(md_escape(f"The prompt is too long: {error.n_tokens} tokens, and this shared page reads at "
+                               f"most {policy.max_tokens}. Shorten the prompt."))
+        else:
+            st.error(md_escape(str(error)))
     except XrayError as error:
         st.error(md_escape(str(error)))
     except (MemoryError, torch.OutOfMemoryError):
@@ -155,18 +164,51 @@ def explained(compute, what: str, policy: Policy):
     return None
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def visitor() -> str:
+    """Who is asking: the client's address (one budget for every tab and reload from it).
+
+    Behind a proxy on this machine (``deploy/nginx.conf``) the direct peer is the loopback
+    address, so the address the proxy saw (its ``X-Real-IP`` header) is used; that header is
+    trusted only from the loopback, where a visitor cannot set it. Visitors behind one NAT
+    share one address, and so one budget.
+    """
+    try:
+        address = st.context.ip_address
+        if address in LOOPBACK or address is None:
+            address = st.context.headers.get("X-Real-IP") or address
+    except Exception:  # noqa: BLE001 - no request context (bare mode)
+        address = None
+    return address if isinstance(address, str) and address else "local"  # AppTest: no client at all
+
+
+@st.cache_resource(show_spinner=False)
+def _meters(budget_s: int, runs: int) -> tuple[Meter, Meter]:
+    """The process's two meters for these limits: model seconds, and new runs, per visitor per minute."""
+    return Meter(budget_s, 60.0), Meter(runs, 60.0)
+
+
+def model_meter(policy: Policy) -> Meter | None:
+    """The meter of model time every kind of work is charged to (public mode), or None."""
+    return _meters(policy.budget_s, policy.new_runs_per_minute)[0] if policy.public and policy.budget_s else None
+
+
 def rate_limited(run: Run, policy: Policy) -> bool:
-    """Public mode: each visitor starts at most a few new model runs a minute (cached runs are free)."""
+    """Public mode: each visitor (address) starts at most a few new model runs a minute (cached runs are free)."""
     if not policy.public or run.plain() in analyses():
         return False
-    now = time.monotonic()
-    recent = [t for t in st.session_state.get("run_times", ()) if now - t < 60]
-    if len(recent) >= policy.new_runs_per_minute:
+    runs = _meters(policy.budget_s, policy.new_runs_per_minute)[1]
+    who = visitor()
+    try:
+        runs.check(who)
+    except OverBudget as over:
         st.warning(f"This shared page runs at most {policy.new_runs_per_minute} new prompts a minute for each "
-                   f"visitor, so that everyone gets a turn. Try again in {60 - (now - recent[0]):.0f} seconds; "
+                   f"visitor, so that everyone gets a turn. Try again in {max(1, round(over.wait_s))} seconds; "
                    "the examples above are ready at once.")
         return True
-    st.session_state["run_times"] = (*recent, now)
+    runs.charge(who, 1)
     return False
 
 
@@ -192,9 +234,8 @@ def report_sections(run: Run, drawn: dict) -> list[Section]:
     cap, summary, results = result.capture, result.summary, RunResults(plain)
     sections: list[Section] = []
     if run.compare is not None:
-        diff = compare_of(run)
-        sections.append(compare_view.content(diff, model_of(plain).info.name, model_of(run.second()).info.name)
-                        .section())
+        sections.append(compare_content(run, CANDIDATES, Policy.from_env().graph_tokens,
+                                        bool(drawn.get(CIRCUIT))).section())
     sections.insert(0, header_view.content(cap, summary, bundled_kind(run.source)).section())
     attention = drawn.get(attention_view.TITLE) or attention_view.defaults(cap, result.scores)
     sections.append(attention_view.content(cap, result.scores, attention).section())

@@ -24,6 +24,8 @@ class Policy:
     new_runs_per_minute: int  # XRAY_RUNS_PER_MINUTE: model runs one visitor may start per minute (public mode)
     features: tuple[str, ...] = ()  # XRAY_FEATURES: dictionaries offered for the listed models (public mode)
     graph_tokens: int = 64  # XRAY_GRAPH_TOKENS: the longest prompt a graph is traced for (public default 32)
+    patch_tokens: int = 4096  # XRAY_PATCH_TOKENS: the longest prompt pair the patching sweep runs (public default 32)
+    budget_s: int = 0  # XRAY_BUDGET_SECONDS: model seconds per visitor per minute (public default 20; 0: none)
 
     @classmethod
     def from_env(cls) -> Policy:
@@ -34,7 +36,9 @@ class Policy:
         return cls(public=public, models=models if public else (),
                    max_tokens=_number("XRAY_MAX_TOKENS", 128 if public else 4096),
                    new_runs_per_minute=_number("XRAY_RUNS_PER_MINUTE", 12), features=features if public else (),
-                   graph_tokens=_number("XRAY_GRAPH_TOKENS", 32 if public else 64))
+                   graph_tokens=_number("XRAY_GRAPH_TOKENS", 32 if public else 64),
+                   patch_tokens=_number("XRAY_PATCH_TOKENS", 32 if public else 4096),
+                   budget_s=_number("XRAY_BUDGET_SECONDS", 20) if public else 0)
 
     @property
     def model_slots(self) -> int:

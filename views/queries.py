@@ -20,14 +20,15 @@ from backend import Capture, LensSummary, LoadedModel, XrayError, load_model, to
 from backend.atlas import FeatureCard, feature_card
 from backend.buffers import release_free_memory
 from backend.cache import ByteCache
-from backend.compare import ModelDiff, compare
+from backend.compare import CircuitDiff, ModelDiff, circuit_diff, compare
 from backend.features import SAE, Transcoders, load_features
 from backend.graph import Graph, attribute
 from backend.heads import HeadScores, head_scores
 from backend.neurons import NeuronEffect, neuron_effect, readout_change
 from backend.patching import PatchingSweep, patching_sweep
 from backend.run import Run
-from backend.suppressed import Finding, suppressed
+from backend.scan import Scan, SteeringCheck, scan, steering_check, suggest
+from backend.suppressed import Finding, name_suppressors, suppressed
 from backend.whatif import EditEffect, edit_effect
 from views.policy import Policy
 
@@ -149,23 +150,82 @@ def compare_of(run: Run) -> ModelDiff:
     return analyses().get(("compare", run.plain(), run.compare), compute)
 
 
+FINDING_GRAPH_TOKENS = 32  # a finding at the last position is explained by a graph up to this length
+
+
+def transcoders_of(run: Run) -> Transcoders | None:
+    """The run's transcoders, when it reads transcoders that load (else None: graphs use neurons)."""
+    if run.features is None:
+        return None
+    try:
+        found = load_features(model_of(run), run.features)
+    except XrayError:
+        return None
+    return found if isinstance(found, Transcoders) else None
+
+
 def findings_of(run: Run) -> list[Finding]:
-    """What the model's earlier layers preferred and its output pushed down (``backend.suppressed``)."""
-    return results().get(("suppressed", run.plain()), lambda: suppressed(model_of(run.plain()),
-                                                                          analyse(run).capture))
+    """What the model's earlier layers preferred and its output pushed down (``backend.suppressed``).
+
+    With transcoders, a finding at the last position also names what pushes it down
+    (``backend.suppressed.name_suppressors``), checked by switching the first part off.
+    """
+    plain = run.plain()
+
+    def compute() -> list[Finding]:
+        lm, cap = model_of(plain), analyse(plain).capture
+        found = suppressed(lm, cap)
+        tc = transcoders_of(plain) if found else None
+        return name_suppressors(lm, cap, found, tc, max_tokens=FINDING_GRAPH_TOKENS) if tc is not None else found
+    return results().get(("suppressed", plain), compute)
+
+
+def _pair(run: Run) -> tuple:
+    return run.source, run.device, run.dtype, run.compare
+
+
+def scan_of(run: Run) -> Scan:
+    """The scan of the run's two models on the shipped neutral text (no prompt: one per pair)."""
+    should_stop = abandoned(run.prompt)
+    return analyses().get(("scan", *_pair(run)), lambda: scan(model_of(run.plain()), model_of(run.second()),
+                                                             should_stop=should_stop))
+
+
+def suggestion_of(run: Run, candidates: tuple[str, ...]) -> str | None:
+    """Which of ``candidates`` the scan says to look at (``backend.scan.suggest``)."""
+    return results().get(("scan suggestion", *_pair(run), candidates),
+                         lambda: suggest(model_of(run.plain()), scan_of(run), candidates))
+
+
+def steering_of(run: Run) -> SteeringCheck:
+    """Does adding the scan's difference to A move A toward B on the run's prompt."""
+    return results().get(("scan steering", run.plain(), run.compare),
+                         lambda: steering_check(model_of(run.plain()), model_of(run.second()), scan_of(run),
+                                                run.prompt, max_tokens=run.max_tokens))
+
+
+def circuit_diff_of(run: Run, max_tokens: int) -> CircuitDiff:
+    """Both models' graphs of the run's prompt with A's transcoders (or neurons), matched, and B's suppressors."""
+    should_stop = abandoned(run.prompt)
+    plain = run.plain()
+    return analyses().get(("circuit diff", plain, run.compare, max_tokens),
+                          lambda: circuit_diff(model_of(plain), model_of(run.second()), run.prompt,
+                                               transcoders=transcoders_of(plain), max_tokens=max_tokens,
+                                               should_stop=should_stop))
 
 
 def edit_effect_of(run: Run) -> EditEffect:
     """The edited run against the plain one, at the last position (the edited capture is not kept)."""
+    should_stop = abandoned(run.prompt)
     return results().get(("edit effect", run), lambda: edit_effect(model_of(run), analyse(run).capture, run.edits,
-                                                                  max_tokens=run.max_tokens))
+                                                                  max_tokens=run.max_tokens, should_stop=should_stop))
 
 
 def sweep_of(clean: Run, corrupt: Run, answer_id: int, foil_id: int) -> PatchingSweep:
     """The patching sweep of a clean and a corrupt prompt on one model."""
     return results().get(("sweep", clean, corrupt.prompt, answer_id, foil_id),
                          lambda: patching_sweep(model_of(clean), clean.prompt, corrupt.prompt, answer_id, foil_id,
-                                                max_tokens=clean.max_tokens))
+                                                max_tokens=clean.max_tokens, should_stop=abandoned(clean.prompt)))
 
 
 @dataclass(frozen=True)

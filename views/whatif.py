@@ -97,8 +97,10 @@ def _steering_form(n_layers: int, run: str) -> None:
         if st.form_submit_button("Steer"):
             if not toward.strip() or not away.strip():
                 st.warning("Type two short prompts: the direction is what separates them.")
+            elif len(active_edits()) >= MAX_LINK_EDITS:
+                st.warning(f"{MAX_LINK_EDITS} changes are in force, the most a page holds: undo one above first.")
             else:
                 add_edit(PromptSteering(int(layer), toward, away, float(strength)))
                 st.rerun()
     st.caption("Try it on the prompt \"The dog says\": steering toward \"The cat\" and away from \"The dog\" "
-               "at the embeddings, strength 2, makes the model say ' meow'.")
+               "at the embeddings, strength 2, makes the model say '␣meow'.")

@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from backend.compare import PART_WAYS_NATS, ModelDiff
 from views import captions, coloured, figures
 from views.content import Chart, Html, Section, Table, Text, present, text
+from views.content.circuit_diff import CircuitContent, ScanContent
 from views.display import quoted
 
 TITLE = "Compare"
@@ -73,14 +74,20 @@ class CompareContent:
     patch_note: str | None
     heads: go.Figure | None
     neurons: Table | None
+    scan: ScanContent | None = None  # what changed, from neutral text (shown first)
+    circuit: CircuitContent | None = None  # A's circuit in B, and what suppresses it (next)
+    notes: tuple[str, ...] = ()  # why a scan or a circuit diff is missing
 
     def section(self) -> Section:
         """The view as the report writes it."""
         header = [part for title, lead, bars in zip(*vars(self.header).values(), strict=True)
                   for part in (Text(f"{title} says next: {lead}"), Html(bars))]
         charts = [(self.weights, "compare_weights", self.weights_note), (self.patch, "compare_patch", self.patch_note)]
+        first = [*(self.scan.parts() if self.scan is not None else ()),
+                 *(self.circuit.parts() if self.circuit is not None else ()), *(Text(n, "info") for n in self.notes)]
         return Section(TITLE, present(
-            *header, Text(self.sentence, "lead"), Chart(self.tracks, "compare_tracks"), Chart(self.kl, "compare_kl"),
+            *header, *first, Text(self.sentence, "lead"), Chart(self.tracks, "compare_tracks"),
+            Chart(self.kl, "compare_kl"),
             text(self.not_applicable, "info"),
             *(part for fig, key, note in charts for part in (Chart(fig, key) if fig is not None else None,
                                                               text(note, "caption"))),
@@ -89,8 +96,9 @@ class CompareContent:
             Text(CAVEAT, "caveat")))
 
 
-def content(diff: ModelDiff, name_a: str, name_b: str) -> CompareContent:
-    """The Compare tab's content."""
+def content(diff: ModelDiff, name_a: str, name_b: str, scan: ScanContent | None = None,
+            circuit: CircuitContent | None = None) -> CompareContent:
+    """The Compare tab's content (``scan`` and ``circuit``: built by ``views.content.circuit_diff``)."""
     a_name, b_name = captions.model_titles(name_a, name_b)
     weights = weights_note = patch = patch_note = heads = neurons = None
     if not diff.not_applicable:
@@ -118,4 +126,4 @@ def content(diff: ModelDiff, name_a: str, name_b: str) -> CompareContent:
         tracks=figures.answer_tracks(diff.tracks, a_name, b_name),
         kl=figures.kl_heatmap(diff.kl, diff.a.tokens, PART_WAYS_NATS, diff.layer_map),
         not_applicable=diff.not_applicable or None, weights=weights, weights_note=weights_note, patch=patch,
-        patch_note=patch_note, heads=heads, neurons=neurons)
+        patch_note=patch_note, heads=heads, neurons=neurons, scan=scan, circuit=circuit)

@@ -65,8 +65,12 @@ def layout(graph: Graph) -> np.ndarray:
     return xy
 
 
-def graph_figure(graph: Graph, labels: dict) -> go.Figure:
-    """Nodes by row (layer) and column (position), sized by influence and coloured by kind; the strongest edges."""
+def graph_figure(graph: Graph, labels: dict, marked: set[int] | frozenset = frozenset(),
+                 mark_colour: str = "#d62728") -> go.Figure:
+    """Nodes by row (layer) and column (position), sized by influence and coloured by kind; the strongest edges.
+
+    ``marked`` nodes (rows of ``graph.nodes``) get a thick outline of ``mark_colour``.
+    """
     xy = layout(graph)
     n_layers = max((n.layer for n in graph.nodes if n.kind == "logit"), default=0)
     targets, sources = np.nonzero(graph.adjacency)
@@ -94,7 +98,8 @@ def graph_figure(graph: Graph, labels: dict) -> go.Figure:
         traces.append({"type": "scatter", "mode": "markers", "x": xy[members, 0], "y": xy[members, 1], "name": kind,
                        "customdata": members, "text": hover, "hovertemplate": "%{text}<extra></extra>",
                        "marker": {"size": size[members], "color": COLOURS[kind], "symbol": SYMBOLS[kind],
-                                  "line": {"width": 1, "color": "#333"}}})
+                                  "line": {"width": [3.5 if i in marked else 1 for i in members],
+                                           "color": [mark_colour if i in marked else "#333" for i in members]}}})
     n = len(graph.tokens)
     columns = figures.position_labels(list(graph.tokens))
     rows = ["words", *(f"layer {i + 1}" for i in range(n_layers)), "guesses"]

@@ -65,9 +65,10 @@ def defaults(cap: Capture, summary: LensSummary) -> LensChoices:
                        token_id=int(summary.target_ids[last]))
 
 
-def held_inside_lines(findings: list, n_tokens: int) -> tuple[list[str], str | None]:
+def held_inside_lines(findings: list, tokens: tuple[str, ...]) -> tuple[list[str], str | None]:
     """``backend.suppressed`` findings as sentences: the last position's in full, the others in one line."""
-    last = [captions.finding_sentence(f) for f in findings if f.position == n_tokens - 1]
+    n_tokens = len(tokens)
+    last = [captions.finding_sentence(f, tokens) for f in findings if f.position == n_tokens - 1]
     others = [f for f in findings if f.position != n_tokens - 1]
     if not others:
         return last, None
@@ -109,7 +110,7 @@ def content(cap: Capture, summary: LensSummary, findings: list, choices: LensCho
     shown = np.arange(choices.start, choices.end + 1)
     position = choices.position
     names = dict(zip(*candidates(summary, position), strict=True))
-    lines, elsewhere = held_inside_lines(findings, cap.n_tokens)
+    lines, elsewhere = held_inside_lines(findings, cap.tokens)
     probs, ranks = track
     # the embeddings row left out: read through the output layer, an embedding mostly "predicts" its own
     # token at about 100%, which says nothing about the next one and misleads a newcomer

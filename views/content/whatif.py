@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from backend.whatif import EditEffect
 from views import captions, coloured, figures
 from views.content import Chart, Html, Section, Text
+from views.display import quoted
 
 TITLE = "What if"
 EXPLAIN = """
@@ -37,11 +38,13 @@ class WhatIfContent:
     before: str  # guesses as HTML
     after: str
     trajectory: go.Figure
+    each: tuple[str, ...] = ()  # with several changes: what each one does alone
 
     def section(self) -> Section:
         """The view as the report writes it."""
         return Section(TITLE, (
             Text(self.sentence, "lead"), Text("Changes in force: " + "; ".join(self.changes) + "."),
+            *(Text(line) for line in self.each),
             Text("Next-token guesses, the model as it is:"), Html(self.before), Text("With the changes:"),
             Html(self.after), Chart(self.trajectory, "whatif_trajectory"), Text(CAVEAT, "caveat")))
 
@@ -49,8 +52,14 @@ class WhatIfContent:
 def content(effect: EditEffect) -> WhatIfContent:
     """The view of ``effect`` (``backend.whatif.edit_effect``)."""
     labels = [edit.label() for edit in effect.edits]
+    answer = quoted(effect.answer)
+    each = tuple(f"Alone, {e.label}: {answer} {effect.before_probs[0]:.0%} → {e.answer_prob:.0%}"
+                 + (f"; the model says {quoted(e.top)} ({e.top_prob:.0%})" if e.top != effect.answer else "") + "."
+                 for e in effect.each)
+    new = (effect.new_before, effect.new_after, effect.new_answer) if effect.new_answer is not None else None
     return WhatIfContent(
+        each=each,
         sentence=captions.edit_effect_sentence(labels, effect), changes=tuple(labels),
         before=coloured.guesses_html(effect.before_tokens, effect.before_probs),
         after=coloured.guesses_html(effect.after_tokens, effect.after_probs),
-        trajectory=figures.before_after(effect.answer_before, effect.answer_after, effect.answer))
+        trajectory=figures.before_after(effect.answer_before, effect.answer_after, effect.answer, new))
