@@ -25,8 +25,17 @@ from views.content import whatif as whatif_content
 from views.display import md_escape, visible
 from views.guard import SURROGATE_GUARD
 from views.policy import Policy
-from views.queries import RunResults, analyse, compare_of, edit_effect_of, findings_of, get_model, sweep_of
-from views.sidebar import Settings, describe, sidebar, token_limit
+from views.queries import (
+    RunResults,
+    analyse,
+    compare_of,
+    continuation_of,
+    edit_effect_of,
+    findings_of,
+    get_model,
+    sweep_of,
+)
+from views.sidebar import Settings, describe, display_choice, sidebar, token_limit
 from views.state import per_run
 from views.whatif import active_edits
 
@@ -37,7 +46,10 @@ VIEWS = ["Attention", "Logit lens", "Neurons", "Features", "Graph", "What if", "
 
 def patching_tab(run: Run, drawn: dict) -> None:
     """Two prompts, their answers, and the sweep."""
-    clean_prompt, corrupt_prompt = patching.prompts()
+    clean_prompt, corrupt_prompt = patching.prompts(run)
+    if clean_prompt.strip() == corrupt_prompt.strip():
+        st.info("The two prompts are the same: change one detail in the corrupt prompt (keep its length).")
+        return
     clean, corrupt = run.with_prompt(clean_prompt), run.with_prompt(corrupt_prompt)
     with st.spinner("Running both prompts…"):
         pair = page.explained(lambda: (analyse(clean, run.prompt), analyse(corrupt, run.prompt)),
@@ -113,6 +125,7 @@ def draw_page() -> None:
                 "and which neurons fire. Then switch parts off and see whether the answer changes, "
                 "or compare a model with its fine-tuned twin.")
     settings = sidebar(POLICY)
+    display_choice()
     prompt = page.prompt_box()
     page.link_edits()
     lm = page.load_or_explain(settings, POLICY, get_model)
@@ -129,23 +142,34 @@ def draw_page() -> None:
         result = page.explained(lambda: analyse(run), "running this prompt", POLICY)
     if result is None:
         return
-    cap, summary = result.capture, result.summary
     plain = run.plain()  # the views show the model as it is; selections stay while changes come and go
     drawn = page.drawn_for(plain)
     compared = compare_section(run, settings, drawn) if run.compare is not None else None
+    shown, compared_run, compared_drawn = None, run, drawn  # compare mode: the model the single-model tabs show
     if compared is not None:
-        st.markdown(f"Both models read the same **{cap.n_tokens} tokens**:")
-        st.text(" | ".join(visible(t) for t in cap.tokens))
-        compare_view.header(compared[1])
-    else:
-        page.header(header_content.content(cap, summary, page.bundled_kind(settings.source)))
+        shown, second = compare_view.shown_model(compared[1].header.titles)
+        if second:  # B in the single-model tabs: its own run, changes and choices
+            run = replace(run.second(), edits=run.edits)
+            result = page.explained(lambda: analyse(run), "running this prompt through B", POLICY)
+            if result is None:
+                return
+            plain = run.plain()
+            drawn = page.drawn_for(plain, "drawn_b")
+    cap, summary = result.capture, result.summary
     edited = replace(run, compare=None)
     effect = None
     if edited.edits:
         with st.spinner("Running the model with the changes…"):
             effect = page.explained(lambda: edit_effect_of(edited), "running the prompt with the changes", POLICY)
-        if effect is not None:
-            page.what_if_banner(whatif_content.content(effect).sentence)
+    if compared is not None:
+        compare_view.header(compared[1], cap.tokens)
+        compare_view.shown_choice(compared[1].header.titles)
+    else:
+        goes_on = page.explained(lambda: continuation_of(plain), "writing what the model goes on to say", POLICY)
+        page.header(header_content.content(cap, summary, page.bundled_kind(settings.source),
+                                           goes_on.text if goes_on is not None else None, effect))
+    if effect is not None:
+        page.what_if_banner(whatif_content.content(effect).sentence)
     results = RunResults(plain)
     # the patching tab runs two more prompts and a sweep: only when it is open (a tab switch reruns the page)
     names = ([compare_content.TITLE] if compared is not None else []) + VIEWS
@@ -154,36 +178,37 @@ def draw_page() -> None:
     tabs = dict(zip(names, st.tabs(names, key="view_tab", on_change="rerun"), strict=True))
     if compared is not None:
         with tabs[compare_content.TITLE]:
-            compare_view.scan_and_circuit(compared[1], run.compare, plain.id)
+            compare_view.scan_part(compared[1])  # as a talk goes: what changed, where it is, what suppresses it
             compare_view.render(*compared)
-            page.take_away(run, "compare", drawn)
-    with tabs["Attention"]:
+            compare_view.circuit_part(compared[1], compared_run.compare, compared_run.plain().id)
+            page.take_away(compared_run, "compare", compared_drawn)
+    with compare_view.in_tab(tabs["Attention"], shown):
         attention.render(cap, result.scores, script_url, plain.id, drawn)
         page.take_away(plain, "attention", drawn)
-    with tabs["Logit lens"]:
+    with compare_view.in_tab(tabs["Logit lens"], shown):
         findings = page.explained(lambda: findings_of(plain), "looking for answers held inside", POLICY) or []
         lens.render(cap, summary, findings, results, plain.id, drawn)
         page.take_away(plain, "lens", drawn)
-    with tabs["Neurons"]:
+    with compare_view.in_tab(tabs["Neurons"], shown):
         neurons.render(cap, results, script_url, plain.id, drawn)
         page.take_away(plain, "neurons", drawn)
-    with tabs["Features"]:
+    with compare_view.in_tab(tabs["Features"], shown):
         features.render(cap, results, plain.id, drawn, result.features_error, plain.features)
         page.take_away(plain, "features", drawn)
     if tabs["Graph"].open:  # a graph costs a backward pass per node: only when its tab is open
-        with tabs["Graph"]:
+        with compare_view.in_tab(tabs["Graph"], shown):
             graphed = graph_view.render(_GraphOf(results, POLICY.graph_tokens), plain.id, drawn, plain.features,
                                         lambda compute, what: page.explained(compute, what, POLICY),
                                         POLICY.graph_tokens)
             if graphed is not None:
                 page.take_away(plain, "graph", drawn)
-    with tabs["What if"]:
+    with compare_view.in_tab(tabs["What if"], shown):
         if effect is None:
             drawn.pop(whatif_content.TITLE, None)
-        whatif.render(effect, cap.n_layers, plain.id, drawn)
+        whatif.render(effect, cap.n_layers, plain.id, drawn, plain.prompt, plain.source is None)
         page.take_away(edited, "whatif", drawn)
     if tabs["Patching"].open:
-        with tabs["Patching"]:
+        with compare_view.in_tab(tabs["Patching"], shown):
             patching_tab(plain, drawn)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tomllib
@@ -31,13 +32,46 @@ def streamlit_flags(config: Path = STREAMLIT_CONFIG) -> list[str]:
     return flags
 
 
+INSTALLED_FLAGS = ["--server.fileWatcherType=none", "--server.runOnSave=false"]
+"""The command serves an installed copy: nothing to watch (watching site-packages costs seconds of CPU)."""
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def serve(command: list[str], cwd: Path = HERE) -> int:
+    """Run ``command`` until it ends; SIGTERM, SIGINT and SIGHUP sent to this process are passed on to it.
+
+    Stopping ``model-xray app`` (a service manager's SIGTERM, Ctrl+C) then stops Streamlit too,
+    instead of leaving it serving. The child's exit status is returned.
+    """
+    child = subprocess.Popen(command, cwd=cwd)
+    previous = {sig: signal.getsignal(sig) for sig in FORWARDED}
+
+    def forward(signum, _frame) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:  # a second Ctrl+C while Streamlit shuts down: wait on
+                continue
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if child.poll() is None:
+            child.kill()
+
+
 def run_app(extra: list[str]) -> int:
     """``streamlit run app.py`` with the page's settings; ``extra`` options come last and win."""
     from views.circuits import install_bundle
 
     install_bundle(HERE / "static")  # Streamlit looks for its static folder when it starts
-    command = [sys.executable, "-m", "streamlit", "run", str(APP), *streamlit_flags(), *extra]
-    return subprocess.call(command, cwd=HERE)
+    command = [sys.executable, "-m", "streamlit", "run", str(APP), *streamlit_flags(), *INSTALLED_FLAGS, *extra]
+    return serve(command)
 
 
 def local_address() -> str:

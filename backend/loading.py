@@ -150,7 +150,7 @@ def _explain_hub_error(source: str, error: Exception) -> ModelLoadError:
     if offline:
         return ModelLoadError(
             f"{source!r} is not in the local Hugging Face cache and the hub cannot be reached. "
-            f"On a machine with internet run: hf download {source} (the cache is "
+            f"On a machine with internet run `hf download {source}` (the cache is "
             "~/.cache/huggingface), then try again; or give the path of a local model folder.")
     return ModelLoadError(
         f"Could not load {source!r}: it is not a local folder and the Hugging Face hub has no "

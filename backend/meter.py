@@ -87,6 +87,11 @@ _CURRENT: ContextVar[tuple[Meter, str] | None] = ContextVar("xray_meter", defaul
 _DEPTH: ContextVar[int] = ContextVar("xray_meter_depth", default=0)
 
 
+def in_force() -> tuple[Meter, str] | None:
+    """The meter and visitor work is charged to here (None: not metered), to carry into another thread."""
+    return _CURRENT.get()
+
+
 @contextmanager
 def visiting(meter: Meter | None, visitor: str) -> Iterator[None]:
     """Work done inside is checked against and charged to ``visitor`` on ``meter`` (None: not metered)."""
@@ -117,4 +122,4 @@ def metered(lock) -> Iterator[None]:
                 current[0].charge(current[1], time.perf_counter() - start)
 
 
-__all__ = ["Meter", "OverBudget", "metered", "visiting"]
+__all__ = ["in_force", "Meter", "OverBudget", "metered", "visiting"]

@@ -89,6 +89,11 @@ def sentences(at: AppTest) -> list[str]:
     return [unescaped(m.value) for m in at.markdown]
 
 
+def captions_of(at: AppTest) -> list[str]:
+    """Every caption on the page, unescaped."""
+    return [unescaped(c.value) for c in at.caption]
+
+
 def errors(at: AppTest) -> list[str]:
     return [unescaped(e.value) for e in at.error]
 

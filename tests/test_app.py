@@ -47,7 +47,7 @@ def test_every_view_renders(model_dir):
                                          "Patching"]
     assert any("read without features" in i.value for i in at.info)  # a hub model without a dictionary
     assert plotly_count(at) == 7  # head grid, head map, lens map, trajectory, neuron map, token bars, effect
-    assert not [w for w in at.text_input if w.key == "patch_clean"]  # the patching tab runs only when opened
+    assert not [w for w in at.text_input if w.key and w.key.startswith("patch_clean")]  # patching: only when opened
     frames = iframes(at)
     assert len(frames) == 1  # one neuron on every token
     assert all("CircuitsVis.ColoredTokens" in html for html in frames)
@@ -116,6 +116,7 @@ def test_unknown_hub_id_offline(model_dir):
     at = run_app("hello", "nobody/nothing-here")
     assert_usable(at)
     assert "hf download" in errors(at)[0]
+    assert "`hf download nobody/nothing-here`" in at.error[0].value  # a code span, not escaped backticks
 
 
 def test_pickle_only_model(tmp_path):

@@ -107,6 +107,8 @@ def test_steering_from_the_form(demo):
     after = guesses(at, 2)
     assert after[0][0] == "␣" + demo.tokenizer.decode([ids[0]]).strip() == "␣meow"
     np.testing.assert_allclose([value for _, value in after], probs, atol=1e-5)
+    hint = next(c.value for c in at.caption if "Try it on the prompt" in c.value)
+    assert "'␣meow'" in hint and "' meow'" not in hint  # the hint writes the token as the page does
 
 
 def test_an_edit_runs_the_model_once_more_and_nothing_else(monkeypatch):
@@ -144,7 +146,7 @@ def test_patching_prompts_of_different_lengths_get_one_message(demo):
     at = open_app("The capital of France is")
     at.session_state["view_tab"] = "Patching"
     at.run()
-    at.text_input(key="patch_corrupt").set_value("The capital of the country Italy is").run()
+    pages.widget(at.text_input, "patch_corrupt").set_value("The capital of the country Italy is").run()
     assert_usable(at)
     (message,) = errors(at)
     counts = [len(demo.tokenizer(p)["input_ids"]) for p in ("The capital of France is",
@@ -178,4 +180,109 @@ def test_the_report_draws_what_the_page_drew_in_the_pages_order():
     assert "Head 2.3: who reads whom" in text  # the head picked on the page, not the clearest one
     assert "Neuron 17 on every token" in text and "Most active neurons of layer 2" in text
     assert "head 4.2 off" in text  # the change in force, with its sentence
-    assert "Residual stream: one position at a time" in text and "The capital of" in text  # the sweep the tab drew
+    assert "Residual stream: one position at a time" in text and "cloud seven red" in text  # the tab's own pair
+    # the lens grid is the page's: the same rows (no embeddings row in one and not the other) and cells
+    from views.content import Chart
+    lens = next(s for s in sections if s.title == "Logit lens")
+    grid = next(p.figure for p in lens.parts if isinstance(p, Chart) and p.key == "lens_map")
+    page_grid = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                     if json.loads(c.proto.spec)["layout"]["title"]["text"] == grid.layout.title.text)
+    assert page_grid["layout"]["yaxis"]["ticktext"] == list(grid.layout.yaxis.ticktext)
+    assert page_grid["layout"]["yaxis"]["ticktext"][0] == "layer 1"
+    assert page_grid["data"][0]["text"] == [list(row) for row in grid.data[0].text]
+
+
+def test_the_head_example_opens_on_what_if_and_says_why_that_head():
+    from views.content.whatif import HEAD_NOTE
+
+    at = open_app("Counting is fun")
+    next(b for b in at.button if b.label == "What if: a head switched off").click().run()
+    assert not errors(at)
+    assert at.session_state["view_tab"] == "What if"
+    assert HEAD_NOTE in [unescaped(i.value) for i in at.info]
+    assert at.query_params["edits"] == '[["head",3,1,"zero"]]'
+
+
+def test_each_change_gets_its_own_effect_and_the_header_the_edited_guess():
+    lm = backend.load_model()
+    cap = backend.capture(lm, INDUCTION)
+    door = int(cap.logits[-1].argmax())
+    proj = lm.model.transformer.h[3].attn.c_proj
+    d = lm.model.config.n_embd // lm.model.config.n_head
+
+    def without(*heads: int) -> torch.Tensor:
+        """The next-token distribution with these heads of layer 4 switched off, by zeroing c_proj's input rows."""
+        kept = proj.weight.data.clone()
+        for head in heads:
+            proj.weight.data[head * d:(head + 1) * d] = 0
+        try:
+            with torch.no_grad():
+                return lm.model(torch.from_numpy(cap.token_ids)[None]).logits[0, -1].softmax(-1)
+        finally:
+            proj.weight.data = kept
+
+    alone = [float(without(head)[door]) for head in (1, 3)]
+    both = without(1, 3)
+    at = open_app(INDUCTION, edits='[["head",3,1,"zero"],["head",3,3,"zero"]]')
+    assert not errors(at)
+    lines = [unescaped(m.value) for m in at.markdown if unescaped(m.value).startswith("- Alone, ")]
+    assert len(lines) == 2
+    for line, prob in zip(lines, alone, strict=True):
+        assert f"→ {prob:.0%}" in line
+    header = next(unescaped(m.value) for m in at.markdown if "With the 2 changes in force" in unescaped(m.value))
+    top = int(both.argmax())
+    if top == door:
+        assert f"its guess is still '␣door', now at {float(both[door]):.0%}" in header
+    else:
+        assert f"it guesses '{lm.tokenizer.decode([top]).replace(' ', '␣')}' ({float(both[top]):.0%}) instead" in header
+
+
+def test_the_header_says_the_guess_stays_when_it_only_weakens():
+    at = open_app(INDUCTION, edits='[["head",3,1,"zero"]]')  # '␣door' falls from 100% to 4% and stays on top
+    header = next(unescaped(m.value) for m in at.markdown if "in force" in unescaped(m.value))
+    assert "With the change in force its guess is still '␣door', now at 4%" in header
+
+
+def test_patching_starts_from_the_pages_prompt_with_one_word_swapped(demo):
+    prompt = "I have 3 apples and"
+    at = open_app(prompt)
+    at.session_state["view_tab"] = "Patching"
+    at.run()
+    assert not errors(at)
+    clean, corrupt = (pages.widget(at.text_input, name).value for name in ("patch_clean", "patch_corrupt"))
+    assert (clean, corrupt) == (prompt, "I have 4 apples and")
+    assert len(demo.tokenizer(clean)["input_ids"]) == len(demo.tokenizer(corrupt)["input_ids"])
+    assert any("Suggested from the page's prompt: 3 → 4" in unescaped(c.value) for c in at.caption)
+    answer = int(backend.capture(demo, clean).logits[-1].argmax())
+    corrupt_top = backend.capture(demo, corrupt).logits[-1].argsort()[::-1]
+    foil = int(next(t for t in corrupt_top if t != answer))
+    sweep = patching_sweep(demo, clean, corrupt, answer, foil)
+    charts = {c.proto.id: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+    resid = next(spec for spec in charts.values()
+                 if "Residual stream" in spec["layout"]["title"]["text"])["data"][0]["z"]
+    np.testing.assert_allclose(np.array(plain(resid), dtype=float).reshape(sweep.resid.shape), sweep.resid, atol=1e-4)
+    next(b for b in at.button if b.label == "Example pair: France / Italy").click().run()
+    assert [pages.widget(at.text_input, n).value for n in ("patch_clean", "patch_corrupt")] == [
+        "The capital of France is", "The capital of Italy is"]
+    assert any("deciding information" in m.value for m in at.markdown)
+
+
+def test_the_before_after_chart_follows_the_new_answer_too(demo):
+    from backend.lens import token_trajectory
+
+    edit = PromptSteering(0, "The cat", "The dog", 2.0)
+    at = open_app("The dog says", edits='[["steer",0,2.0,"The cat","The dog"]]')
+    assert not errors(at)
+    plain_cap = backend.capture(demo, "The dog says")
+    steered = backend.capture(demo, "The dog says", edits=[edit])
+    meow = int(steered.logits[-1].argmax())
+    assert meow != int(plain_cap.logits[-1].argmax())  # the answer changes: there is a new one to follow
+    chart = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                 if "the new answer" in json.loads(c.proto.spec)["layout"]["title"]["text"])
+    lines = {trace["name"]: np.array(plain(trace["y"]), dtype=float) for trace in chart["data"]}
+    assert len(lines) == 4
+    last = steered.n_tokens - 1
+    np.testing.assert_allclose(lines["␣meow with the edits"],
+                               token_trajectory(demo, steered, meow, [last]).probs[:, 0], atol=1e-4)
+    np.testing.assert_allclose(lines["␣meow as the model is"],
+                               token_trajectory(demo, plain_cap, meow, [last]).probs[:, 0], atol=1e-4)

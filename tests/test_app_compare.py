@@ -17,7 +17,7 @@ from backend.scan import scan
 from backend.suppressed import suppressed
 from backend.tokens import label
 from tests import pages
-from tests.pages import APP, assert_usable, charts, errors, plain, sentences, unescaped
+from tests.pages import APP, assert_usable, captions_of, charts, errors, plain, sentences, unescaped
 from tests.tiny import FAMILY_BY_NAME, build
 
 PROMPT = "The capital of France is"
@@ -166,15 +166,15 @@ def test_a_hub_model_gets_a_box_for_its_partner_not_a_model_that_cannot_match(tm
     assert at.query_params["compare"] == str(twin) and at.tabs[0].label == "Compare"
 
 
-def test_the_compare_tab_opens_with_the_scan_then_the_circuit_diff_and_a_switch_off_opens_the_twin(pair):
+def test_the_compare_tab_goes_scan_layers_circuit_diff_and_a_switch_off_opens_the_twin(pair):
     demo, twin = pair
     at = open_app(compare_with=TWIN_ID)
     assert_usable(at)
     assert not errors(at)
     titles = [h.value for h in at.subheader]
-    assert titles[:3] == ["What changed? (a scan without any prompt)",
-                          "Is the answer's circuit still there, and what pushes it down?",
-                          "This prompt, layer by layer"]
+    assert titles[:3] == ["What changed? (a scan without any prompt)",  # as a talk goes (#21)
+                          "This prompt, layer by layer",
+                          "Is the answer's circuit still there, and what pushes it down?"]
     found = scan(demo, twin)
     toward = ", ".join(f"'{label(t.token)}'" for t in found.consistent(True))
     text = sentences(at)
@@ -194,3 +194,34 @@ def test_the_compare_tab_opens_with_the_scan_then_the_circuit_diff_and_a_switch_
     assert json.loads(at.query_params["edits"]) == [["error_off", 3, [5], "bundled"]]
     banner = " ".join(sentences(at))
     assert "'␣Paris'" in banner and at.session_state["view_tab"] == "What if"
+
+
+def test_the_single_model_tabs_say_which_model_and_switch_to_b(pair):
+    _, twin = pair
+    at = pages.open_app(PROMPT, "demo", compare=TWIN_ID, edits='[["head",3,1,"zero"]]')
+    assert not errors(at)
+    assert "This tab shows A (xray-demo). The choice above the tabs switches model." in captions_of(at)
+    at.radio(key="compare_shown").set_value(1).run()
+    assert not errors(at)
+    assert "This tab shows B (xray-demo-secret). The choice above the tabs switches model." in captions_of(at)
+    assert at.tabs[0].label == "Compare"  # still both models
+    # the lens tab's "held inside" line is B's own: the twin says '␣a' and held '␣Paris' inside
+    found = suppressed(twin, backend.capture(twin, PROMPT))
+    assert found and found[0].token == " Paris"
+    assert any(f"Inside, after layer {found[0].layer}, the model preferred '␣Paris'" in unescaped(i.value)
+               for i in at.info)
+    # the change in force runs on B: the banner's numbers are the twin's, measured here by weight surgery
+    cap = backend.capture(twin, PROMPT)
+    answer = int(cap.logits[-1].argmax())
+    d = twin.model.config.n_embd // twin.model.config.n_head
+    proj = twin.model.transformer.h[3].attn.c_proj
+    kept = proj.weight.data.clone()
+    proj.weight.data[d:2 * d] = 0
+    try:
+        with torch.no_grad():
+            after = float(twin.model(torch.from_numpy(cap.token_ids)[None]).logits[0, -1].softmax(-1)[answer])
+    finally:
+        proj.weight.data = kept
+    banner = next(unescaped(i.value) for i in at.info if i.value.startswith("**What if:**"))
+    before = float(torch.from_numpy(cap.logits[-1]).softmax(-1)[answer])
+    assert f"'␣a' from {before:.0%} to {after:.0%}" in banner, banner

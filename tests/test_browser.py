@@ -221,3 +221,43 @@ def test_the_twin_shows_what_it_holds_inside(server):
         open_tab(page, "Logit lens")
         page.wait_for_function("() => document.body.innerText.includes('Inside, after layer')", timeout=30_000)
         page.screenshot(path=str(SHOTS / "held-inside.png"))
+
+
+PHONE = (390, 844)
+FORBIDDEN = ("KL", "nats", "logit", "margin", "lens")
+
+
+def test_a_tap_on_a_phone_shows_both_answers_and_the_verdict(server):
+    with browser_page(*PHONE) as (page, _):
+        page.goto(app_url(server, "Counting is fun", "demo"))
+        wait_for_views(page)
+        page.get_by_role("button", name="A secret kept").click()
+        page.wait_for_function("() => document.body.innerText.includes('goes on: “a secret.”')", timeout=90_000)
+        page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=90_000)
+        page.wait_for_timeout(2500)  # the page keeps the answers in view while the charts below draw
+        shown = page.evaluate("""([w, h]) => [...document.querySelectorAll('[data-testid=stMarkdownContainer]')]
+            .filter(e => { const r = e.getBoundingClientRect(); return r.bottom > 0 && r.top < h && r.height > 0; })
+            .map(e => e.innerText)""", list(PHONE))
+        on_screen = "\n".join(shown)
+        page.screenshot(path=str(SHOTS / "phone-secret.png"))
+        assert "goes on: “Paris" in on_screen and "goes on: “a secret.”" in on_screen, on_screen
+        verdict = next(line for line in shown if "Training changed" in line)
+        assert "still knows it" in verdict
+        assert not any(word in verdict for word in FORBIDDEN), verdict
+
+
+def test_charts_fit_a_phone(server):
+    with browser_page(PHONE[0], 3000) as (page, _):
+        page.goto(app_url(server, "When Mary and John went to the store, John gave a drink to", "demo"))
+        wait_for_views(page)
+        page.wait_for_function("() => document.querySelector('.st-key-attention_head_map .main-svg')", timeout=60_000)
+        facts = page.evaluate("""() => ({
+            modebars: [...document.querySelectorAll('.modebar-container')].filter(m => m.offsetParent !== null).length,
+            tabs: [...document.querySelectorAll('[role=tab]')].map(t => t.getBoundingClientRect().right),
+            width: document.documentElement.clientWidth,
+            heads: document.querySelector('.st-key-attention_head_map .main-svg').getBoundingClientRect().width,
+        })""")
+        page.screenshot(path=str(SHOTS / "phone-attention.png"))
+    assert facts["modebars"] == 0  # no toolbar sits on a chart's title
+    assert max(facts["tabs"]) <= facts["width"], facts  # every tab's name in view: the tab bar wraps
+    assert facts["heads"] >= 500  # the head heatmap keeps its size and scrolls sideways

@@ -16,6 +16,8 @@ from backend import capture, load_model
 from backend.compare import circuit_diff
 from backend.features import load_transcoders
 from backend.loading import TWIN_ID
+from tests import palette
+from views.content.circuit_diff import MARK, circuit_content
 
 PROMPT = "The capital of France is"
 
@@ -147,3 +149,13 @@ def test_switching_off_the_first_suppressor_in_the_twin_gives_the_answer_back(pa
     assert first.restored == pytest.approx(restored, abs=1e-4)
     assert restored > 0.3  # measured 0.46
     assert first.answer_off == " Paris" and int(off.argmax()) == a
+
+
+def test_the_circuit_charts_are_safe_for_colour_blind_readers(diff):
+    content = circuit_content(diff, {}, "xray-demo", TWIN_ID)
+    assert content.errors is not None and palette.problems(content.errors) == []
+    assert palette.problems(content.graph) == []
+    outlines = [c for trace in content.graph.data if trace.mode == "markers" for c in trace.marker.line.color]
+    assert MARK in outlines  # the new features are marked, in black against the others' white
+    assert set(outlines) <= {MARK, "#ffffff"}
+    assert "outlined in black" in content.graph_note

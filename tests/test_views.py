@@ -13,6 +13,7 @@ import pytest
 from backend.compare import AnswerTrack, CrossPatch
 from backend.heads import HeadScores
 from backend.lens import LensSummary
+from tests import palette
 from tests.pages import plain
 from tests.spans import token_spans
 from views import captions, circuits, coloured, figures
@@ -137,7 +138,7 @@ def test_attention_heatmap_masks_the_future():
 
 
 def test_trajectory_rank_axis_ticks_at_powers_of_ten():
-    fig = figures.trajectory(np.array([0.1, 0.5]), np.array([420, 1]), np.zeros(2), np.zeros(2), " Paris")
+    fig = figures.trajectory(np.array([0.0, 0.1, 0.5]), np.array([9999, 420, 1]), np.zeros(3), np.zeros(3), " Paris")
     axis = fig.layout.yaxis2
     assert list(axis.tickvals) == [1, 10, 100, 1000] and axis.type == "log"
 
@@ -280,6 +281,8 @@ def test_the_lens_grid_leaves_the_embeddings_out_and_the_kl_axis_starts_at_layer
     traj = figures.trajectory(np.ones(3), np.ones(3), np.ones(3), np.array([25.0, 2.0, 0.0]), "t")
     kl = [t for t in traj.data if t.name.startswith("KL")][0]
     assert list(kl.x) == ["layer 1", "layer 2"] and max(kl.y) == 2.0
+    for line in traj.data:  # the probability and rank start where the grid and the KL do, at layer 1
+        assert list(line.x) == ["layer 1", "layer 2"]
 
 
 def test_special_tokens_are_shortened_in_lens_cells():
@@ -314,3 +317,38 @@ def test_md_escape_leaves_no_bare_address_to_autolink():
     shown = text.replace("\\", "")
     assert not re.search(r"(?i)(https?|ftp):|www\.|\w@\w", shown)  # GFM would link any of these
     assert shown.replace("\u2060", "") == "go to http://127.0.0.1:9/phish or www.example.org or mail me@example.org"
+
+
+@pytest.mark.parametrize("name", list(every_figure()) + ["before_after_new"])
+def test_every_chart_is_safe_for_colour_blind_readers(name):
+    figs = every_figure() | {"before_after_new": figures.before_after(np.random.default_rng(1).random(3),
+                                                                    np.random.default_rng(2).random(3), "<b>",
+                                                                    new=(np.ones(3), np.zeros(3), "x"))}
+    assert palette.problems(figs[name]) == []
+
+
+def test_the_palette_check_can_fail():
+    red_green = go.Figure([go.Bar(x=[1, 2], y=[1, 2], marker={"color": ["#d62728", "#2ca02c"]})])
+    assert palette.problems(red_green) == ["color #d62728", "color #2ca02c"]
+    assert palette.problems(go.Figure([go.Heatmap(z=[[1]], colorscale="RdYlGn")]))
+
+
+def test_long_suppressed_tokens_sit_in_their_own_margin_not_under_the_promoted_bars():
+    long = [" " + "y" * 30, " short"]
+    fig = figures.effect_bars([" a", " b"], np.array([2.0, 1.0]), long, np.array([-2.0, -1.0]))
+    labels = list(fig.data[1].y)
+    assert fig.layout.yaxis2.side == "right" and fig.layout.margin.r > figures.text_px(labels)
+    assert fig.layout.xaxis.domain[1] < fig.layout.xaxis2.domain[0]  # the charts do not overlap
+    assert fig.layout.margin.l > figures.text_px(list(fig.data[0].y))
+    titles = {a.text: a.x for a in fig.layout.annotations}
+    assert titles["Promotes"] == pytest.approx(sum(fig.layout.xaxis.domain) / 2)
+    assert titles["Suppresses"] == pytest.approx(sum(fig.layout.xaxis2.domain) / 2)
+
+
+def test_commands_in_messages_show_as_code_and_the_rest_stays_literal():
+    from views.display import md_message
+
+    assert md_message("run `hf download gpt2` then retry.") == "run `hf download gpt2` then retry\\."
+    assert md_message("a `[x](http://e)` b") == "a `[x](http://e)` b"  # a code span is literal already
+    assert md_message("one ` alone [x](y)") == md_escape("one ` alone [x](y)")  # an unpaired backtick is text
+    assert md_message("*bold* `ok`") == "\\*bold\\* `ok`"

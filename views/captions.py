@@ -229,6 +229,38 @@ def model_titles(name_a: str, name_b: str) -> tuple[str, str]:
     return f"A ({name_a})", f"B ({name_b})"
 
 
+PLAIN_FORBIDDEN = ("KL", "nats", "logit", "margin", "lens")  # words a lecture hall's verdict leaves out
+
+
+def plain_verdict(diff, a: str = "A", b: str = "B") -> str:
+    """One sentence for anyone: does B still know A's answer, or has training changed what it knows.
+
+    ``a`` and ``b`` name the models ("the demo model", "the twin"). No technical words
+    (``PLAIN_FORBIDDEN``): the sentences after it carry the numbers in the field's terms.
+    """
+    a_answer, b_answer = quoted(diff.answer_a), quoted(diff.answer_b)
+    if diff.same_answer:
+        return (f"Both say {a_answer}: on this prompt the training changed nothing you can see in the answer. "
+                "Try the secret example, or a prompt where they differ.")
+    a_in_b, b_in_b = diff.track("a", "b"), diff.track("b", "b")
+    last = len(a_in_b.ranks) - 1
+    rank, prob = int(a_in_b.ranks[-1]), float(a_in_b.probs[-1])
+    first_inside = [layer for layer in range(1, last) if int(a_in_b.ranks[layer]) == 1]
+    ahead_inside = [layer for layer in range(1, last) if a_in_b.ranks[layer] < b_in_b.ranks[layer]]
+    big_b = b[:1].upper() + b[1:]
+    if rank <= 3 and prob >= 0.05:
+        inside = (f", and inside, after layer {first_inside[-1]}, it even comes first" if first_inside else
+                  f", and inside, after layer {ahead_inside[-1]}, it ranks above {b_answer}" if ahead_inside else "")
+        return (f"{big_b} still knows it: {a_answer} is its {_ordinal(rank)} choice ({prob:.0%}){inside}. "
+                f"Training changed what {b} says, not what it knows.")
+    if ahead_inside:
+        return (f"{big_b} still works out {a_answer} inside (after layer {ahead_inside[-1]} it ranks it above "
+                f"{b_answer}) and then pushes it down, to say {b_answer}. Training changed what it says more than "
+                "what it knows.")
+    return (f"{big_b} has lost {a_answer}: it is far down its list (number {rank:,}) at every layer. On this prompt "
+            f"training changed what {b} knows, not only what it says.")
+
+
 def compare_sentence(diff, a: str = "A", b: str = "B") -> str:
     """What the two models say, whether B still holds A's answer inside, where they part, and where it lives."""
     a_answer, b_answer = quoted(diff.answer_a), quoted(diff.answer_b)

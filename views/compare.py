@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import streamlit as st
 
 from backend.compare import ModelDiff
@@ -10,9 +13,10 @@ from backend.loading import TWIN_ID
 from views.content import Chart, Html
 from views.content import circuit_diff as circuit_view
 from views.content import compare as view
-from views.display import md_escape
+from views.display import md_escape, visible
 from views.draw import draw, draw_text
 from views.intro import intro
+from views.page import scroll_marker
 from views.sidebar import BUNDLED, DEMO, OTHER, POPULAR, TWIN
 from views.whatif import EDITS
 
@@ -46,8 +50,8 @@ def _ask_circuit(run_id: str) -> None:
     st.session_state[BUILD_CIRCUIT] = run_id
 
 
-def scan_and_circuit(content: view.CompareContent, second: str, run_id: str) -> None:
-    """The top of the tab: what changed (scan), then A's circuit in B and what suppresses it."""
+def scan_part(content: view.CompareContent) -> None:
+    """The top of the tab, as a talk goes: what changed, found without a prompt (the scan)."""
     scan = content.scan
     if scan is not None:
         st.subheader(circuit_view.SCAN_TITLE)
@@ -57,6 +61,11 @@ def scan_and_circuit(content: view.CompareContent, second: str, run_id: str) -> 
         draw_text(scan.suggestion_note, "caption")
         if scan.suggestion is not None:
             st.button("Try the prompt it suggests", on_click=_try_prompt, args=(scan.suggestion,), key="scan_try")
+    st.subheader("This prompt, layer by layer")
+
+
+def circuit_part(content: view.CompareContent, second: str, run_id: str) -> None:
+    """After the layers, as a talk goes: is A's circuit still in B, and what suppresses the answer."""
     circuit = content.circuit
     st.subheader(circuit_view.CIRCUIT_TITLE)
     if circuit is None:
@@ -81,12 +90,43 @@ def scan_and_circuit(content: view.CompareContent, second: str, run_id: str) -> 
                 row.button(label, on_click=_switch_to_b, args=(second, edit), key=f"circuit_off_{k}")
     for note in content.notes:
         draw_text(note, "info")
-    st.subheader("This prompt, layer by layer")
 
 
-def header(content: view.CompareContent) -> None:
-    """What each model says next, side by side."""
+SHOWN = "compare_shown"  # session key: which model the single-model tabs show (0: A, 1: B)
+
+
+def shown_model(titles: tuple[str, str]) -> tuple[str, bool]:
+    """The model the single-model tabs show (its title) and whether it is B; the choice is drawn by ``shown_choice``."""
+    second = st.session_state.get(SHOWN) == 1
+    return titles[1 if second else 0], second
+
+
+def shown_choice(titles: tuple[str, str]) -> None:
+    """Above the tabs: which model Attention, Logit lens, Neurons, Features, Graph, What if and Patching show."""
+    st.radio("The other tabs show", (0, 1), format_func=lambda i: titles[i], key=SHOWN, horizontal=True,
+             help="Compare reads both models; the other tabs look inside one of them. Changes (What if) and "
+                  "patching then run on that model.")
+
+
+@contextmanager
+def in_tab(tab, shown: str | None) -> Iterator[None]:
+    """Draw inside ``tab``; in compare mode, first a caption naming the model it shows."""
+    with tab:
+        if shown is not None:
+            st.caption(md_escape(f"This tab shows {shown}. The choice above the tabs switches model."))
+        yield
+
+
+def header(content: view.CompareContent, tokens: list[str]) -> None:
+    """What each model goes on to say and the plain verdict first (a phone shows them at once); then the guesses."""
     side = content.header
+    scroll_marker()
+    for line in side.answers():
+        draw_text(line, "lead")
+    if side.verdict:
+        st.success(md_escape(side.verdict))
+    st.markdown(f"Both models read the same **{len(tokens)} tokens**:")
+    st.text(" | ".join(visible(t) for t in tokens))
     for col, title, lead, guesses in zip(st.columns(2), side.titles, side.leads, side.guesses, strict=True):
         col.markdown(f"**{md_escape(title)} says next**: {md_escape(lead)}")
         draw(Html(guesses), col)

@@ -17,6 +17,7 @@ from views.queries import (
     RunResults,
     circuit_diff_of,
     compare_of,
+    continuation_of,
     model_of,
     scan_of,
     steering_of,
@@ -62,5 +63,6 @@ def compare_content(run: Run, candidates: tuple[str, ...], graph_tokens: int,
             circuit_part = _tried(lambda: circuit_view.circuit_content(
                 circuit_diff_of(run, graph_tokens), RunResults(plain).graph_labels(), name_a, name_b),
                 "circuit diff", notes)
-    content = compare_view.content(diff, name_a, name_b, scanned, circuit_part)
+    goes_on = (continuation_of(plain).text, continuation_of(second).text)
+    content = compare_view.content(diff, name_a, name_b, scanned, circuit_part, goes_on)
     return replace(content, notes=tuple(notes))

@@ -70,6 +70,20 @@ AUTOLINK = re.compile(r"(?i)https?|ftp|www|mailto|@")  # what GitHub-flavoured m
 WORD_JOINER = "\u2060"  # invisible; it breaks an address without changing what is read
 
 
+def md_message(text: str) -> str:
+    """A message for markdown: its ```command``` spans as inline code, everything else as ``md_escape`` shows it.
+
+    Messages name commands between backticks ("run `hf download gpt2`"); escaped, those would
+    show as literal backticks. Inside a code span markdown is literal, so only the span's own
+    backticks are taken out; an unpaired backtick stays text.
+    """
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # an odd number of backticks: the last one pairs with nothing
+        parts[-2:] = [parts[-2] + "`" + parts[-1]]
+    return "".join(md_escape(part) if i % 2 == 0 else f"`{part}`" if part.strip() else md_escape(f"`{part}`")
+                   for i, part in enumerate(parts))
+
+
 def md_escape(text: str) -> str:
     """Text that Streamlit's markdown shows literally: no links, emphasis, HTML or directives.
 

@@ -19,7 +19,7 @@ def draw(part: Part | None, where=st) -> None:
         where.html(part.body)
     elif isinstance(part, Table):
         header = "| " + " | ".join(md_escape(c) for c in part.header) + " |"
-        rule = "|" + "|".join("---:" for _ in part.header) + "|"
+        rule = "|" + "|".join(":---" for _ in part.header) + "|"
         rows = ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in part.rows]
         where.markdown("\n".join([header, rule, *rows]))
     elif part.style == "lead":

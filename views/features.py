@@ -12,7 +12,7 @@ from backend.capture import Capture
 from backend.features import BUNDLED, FeatureAblation, FeatureSteering
 from views.content import Chart, Html
 from views.content import features as view
-from views.display import md_escape, token_labels
+from views.display import md_escape, md_message, token_labels
 from views.draw import draw, draw_text
 from views.intro import intro
 from views.state import per_run
@@ -47,7 +47,7 @@ def render(cap: Capture, results: FeatureResults, run: str, drawn: dict, error: 
     """Draw the view, or say what it needs; widget changes rerun only the fragment below."""
     if cap.features is None:
         if error:
-            st.error(md_escape(f"The features could not be loaded: {error}"))
+            st.error(md_message(f"The features could not be loaded: {error}"))
         st.info(md_escape(NEEDS))
         return
     opening = view.defaults(cap)

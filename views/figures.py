@@ -31,6 +31,7 @@ TICK_FONT = {"size": 13}
 GLYPH = 0.62  # a generous average glyph width, in units of the font size
 LINE_PX = 1.3 * FONT["size"]  # one line of title text
 SLANT = np.sin(np.radians(60))  # x labels slanted at -60 degrees rise by this much of their length
+PROB_RANGE = [-0.04, 1.04]  # a probability axis with room for the markers at 0 and 1 (off the tick labels)
 COLORBAR_PX = 110  # right margin holding a colour bar, its tick labels and a short title
 SIGNED = [[0.0, "#2166ac"], [0.5, "#f7f7f7"], [1.0, "#e66101"]]  # blue-white-orange
 VIRIDIS = get_colorscale("Viridis")  # as plotly's validation would spell the named scales
@@ -156,15 +157,17 @@ def _grid(grid: dict, titles: tuple[str, ...] = ()) -> dict:
 def trajectory(probs: np.ndarray, ranks: np.ndarray, entropy: np.ndarray, kl: np.ndarray,
                token: str) -> go.Figure:
     """A token's probability and rank across layers, with entropy and KL to the final layer."""
-    names = [layer_label(i) for i in range(len(probs))]
+    # from layer 1 on, as the lens grid beside it: the embeddings' KL (20+ nats) would squash every
+    # real layer to the bottom, and both charts then read the same layers
+    names = [layer_label(i) for i in range(len(probs))][1:]
+    probs, ranks, entropy, kl = probs[1:], ranks[1:], entropy[1:], kl[1:]
     lines = [_line(names, probs, "probability", "#0072b2", ("x", "y")),
              _line(names, ranks, "rank (1 = top)", "#e69f00", ("x", "y2"), dash="dot"),
-             # the embeddings' KL (20+ nats) would squash every real layer to the bottom: from layer 1 on
-             _line(names[1:], entropy[1:], "entropy (nats)", "#009e73", ("x2", "y3")),
-             _line(names[1:], kl[1:], "KL to final (nats)", "#cc79a7", ("x2", "y3"), dash="dash")]
+             _line(names, entropy, "entropy (nats)", "#009e73", ("x2", "y3")),
+             _line(names, kl, "KL to final (nats)", "#cc79a7", ("x2", "y3"), dash="dash")]
     grid = _grid(TRAJECTORY_GRID, (f"{safe(token)}: probability and rank",
                                    "Uncertainty and distance to the final answer"))
-    grid["yaxis"].update(title={"text": "probability"}, range=[0, 1])
+    grid["yaxis"].update(title={"text": "probability"}, range=PROB_RANGE)
     powers = [10 ** i for i in range(int(np.log10(max(int(ranks.max()), 1))) + 2)]
     grid["yaxis2"].update(title={"text": "rank"}, type="log", autorange="reversed", tickvals=powers,
                           ticktext=[f"{p:,}" for p in powers])
@@ -255,10 +258,17 @@ def effect_bars(promoted: list[str], promoted_values: np.ndarray, suppressed: li
     for x, y in (("xaxis", "yaxis"), ("xaxis2", "yaxis2")):
         grid[x].update(title={"text": "logit change"})
         grid[y].update(autorange="reversed", type="category")
-    # the left margin holds the first chart's labels; the second's sit in the gap between the two
+    # each chart's labels in a margin of their own, sized to them: the first's on the left, the
+    # second's on the right (beside its zero line, its bars reaching left), so a long token never
+    # runs under the other chart's bars
+    grid["yaxis2"].update(side="right")
+    grid["xaxis"].update(domain=[0.0, 0.47])
+    grid["xaxis2"].update(domain=[0.53, 1.0])
+    for note, centre in zip(grid["annotations"], (0.235, 0.765), strict=True):
+        note["x"] = centre
     return _figure(traces, _layout(
         "", 120 + 28 * max(len(promoted), len(suppressed)), left=text_px(traces[0]["y"]) + 15,
-        bottom=TICK_FONT["size"] + LINE_PX + 25, **grid))
+        right=text_px(traces[1]["y"]) + 15, bottom=TICK_FONT["size"] + LINE_PX + 25, **grid))
 
 
 def patching_heatmap(values: np.ndarray, row_names: list[str], column_labels: list[str], title: str,
@@ -301,7 +311,7 @@ def before_after(before: np.ndarray, after: np.ndarray, token: str,
         title, 380 if new is None else 420, left=text_px(["0.8"]) + LINE_PX + 25,
         bottom=TICK_FONT["size"] + (2 if new is None else 3) * LINE_PX + 30,
         legend={"orientation": "h", "x": 0, "y": 0, "yanchor": "bottom", "yref": "container"},
-        xaxis=_axis(), yaxis=_axis(title={"text": "probability"}, range=[0, 1])))
+        xaxis=_axis(), yaxis=_axis(title={"text": "probability"}, range=PROB_RANGE)))
 
 
 def answer_tracks(tracks, name_a: str, name_b: str) -> go.Figure:
@@ -324,7 +334,7 @@ def answer_tracks(tracks, name_a: str, name_b: str) -> go.Figure:
         "The two answers, layer by layer", 400, left=text_px(["80%"]) + LINE_PX + 25,
         bottom=TICK_FONT["size"] + 3 * LINE_PX + 30,
         legend={"orientation": "h", "x": 0, "y": 0, "yanchor": "bottom", "yref": "container"},
-        xaxis=_axis(), yaxis=_axis(title={"text": "probability"}, range=[0, 1], tickformat=".0%")))
+        xaxis=_axis(), yaxis=_axis(title={"text": "probability"}, range=PROB_RANGE, tickformat=".0%")))
 
 
 def kl_heatmap(kl: np.ndarray, tokens: list[str], threshold: float, layer_map: np.ndarray) -> go.Figure:

@@ -8,13 +8,17 @@ from the same content the page drew.
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 
 import streamlit as st
 import torch
+from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
-from backend import Cancelled, LoadedModel, XrayError
+from backend import Cancelled, LoadedModel, XrayError, meter
 from backend.edits import HeadAblation
 from backend.errors import PromptTooLong
 from backend.loading import TWIN_ID
@@ -32,18 +36,29 @@ from views.content import lens as lens_view
 from views.content import neurons as neurons_view
 from views.content import patching as patching_view
 from views.content import whatif as whatif_view
-from views.display import md_escape
+from views.content.whatif import INDUCTION_PROMPT
+from views.display import md_escape, md_message
 from views.draw import draw_text
 from views.features import where
 from views.lens import track
 from views.policy import Policy
-from views.queries import RunResults, analyse, analyses, compare_of, edit_effect_of, findings_of, model_of, sweep_of
+from views.queries import (
+    RunResults,
+    analyse,
+    analyses,
+    compare_of,
+    continuation_of,
+    edit_effect_of,
+    findings_of,
+    model_of,
+    sweep_of,
+)
 from views.report import report_html
 from views.sidebar import BUNDLED, DEMO, Settings
+from views.snippets import python_snippet
 from views.whatif import EDITS
 
 LOG = logging.getLogger("model_xray")
-INDUCTION_PROMPT = "apple river lamp cloud seven green door apple river lamp cloud seven green"
 MAX_PROMPT_CHARS = 20_000
 
 
@@ -71,6 +86,7 @@ CANDIDATES = tuple(dict.fromkeys(example.prompt for example in EXAMPLES.values()
 
 def set_example(example: Example) -> None:
     """Button callback: put an example in place (a prompt, its changes, compare mode on or off)."""
+    ask_to_scroll()
     st.session_state.prompt = example.prompt
     st.session_state[EDITS] = example.edits
     st.session_state.compare_on = example.compare is not None
@@ -78,6 +94,8 @@ def set_example(example: Example) -> None:
         st.session_state.model_pick = DEMO
         st.session_state.compare_pick = BUNDLED.get(example.compare, example.compare)
         st.session_state.view_tab = compare_view.TITLE
+    elif example.edits:
+        st.session_state.view_tab = whatif_view.TITLE  # the changes' effect, and the note that explains them
 
 
 def prompt_box() -> str:
@@ -90,7 +108,7 @@ def prompt_box() -> str:
         row.button(label, on_click=set_example, args=(example,))
     prompt = st.text_area("Prompt", key="prompt", height=90, max_chars=MAX_PROMPT_CHARS,
                           help="Press Ctrl+Enter (or click outside the box) to look inside again.")
-    st.button("Look inside ▶", type="primary")
+    st.button("Look inside ▶", type="primary", on_click=ask_to_scroll)
     return prompt
 
 
@@ -113,14 +131,32 @@ def bundled_kind(source: str | None) -> str | None:
     return "demo" if source is None else "twin" if source == TWIN_ID else None
 
 
+SCROLL = "scroll_to_answers"  # session key: bring the answers into view on this run (an example, "Look inside")
+
+
+def ask_to_scroll() -> None:
+    """Button callback: the next run brings the answers into view (a phone shows them without scrolling)."""
+    st.session_state[SCROLL] = st.session_state.get(SCROLL, 0) + 1
+
+
+def scroll_marker() -> None:
+    """Where the page scrolls to when asked (``views.guard``'s script watches for this marker)."""
+    count = st.session_state.pop(SCROLL, None)
+    if count:
+        st.html(f'<div data-xray-scroll="{int(count)}-{time.monotonic_ns()}"></div>')
+
+
 def header(content: header_view.HeaderContent) -> None:
     """What the model read and what it would say next (and, for the small demo model, what it knows)."""
+    scroll_marker()
+    draw_text(content.goes_on, "lead")
     left, right = st.columns([2, 1])
     draw_text(content.count, where=left)
     draw_text(content.tokens, "tokens", left)
     draw_text(header_view.TOKENS_NOTE, "caption", left)
     draw_text(content.guess, "lead", right)
     right.html(content.guesses)
+    draw_text(content.edited, "lead", right)
     draw_text(content.model_note, "caption", right)
 
 
@@ -131,7 +167,7 @@ def load_or_explain(settings: Settings, policy: Policy, get_model) -> LoadedMode
         with st.spinner(f"Loading {md_escape(name)} (a hub model downloads the first time)…"):
             return get_model(settings.source, settings.device, settings.dtype)
     except XrayError as error:
-        st.error(md_escape(f"Could not load {name}. {error}"))
+        st.error(md_message(f"Could not load {name}. {error}"))
     except MemoryError:
         st.error(md_escape(f"Not enough memory to load {name}. Pick a smaller model or a lower precision."))
     except Exception as error:  # noqa: BLE001 - any loader failure must leave the page usable
@@ -152,9 +188,9 @@ def explained(compute, what: str, policy: Policy):
             st.error(md_escape(f"The prompt is too long: {error.n_tokens} tokens, and this shared page reads at "
                                f"most {policy.max_tokens}. Shorten the prompt."))
         else:
-            st.error(md_escape(str(error)))
+            st.error(md_message(str(error)))
     except XrayError as error:
-        st.error(md_escape(str(error)))
+        st.error(md_message(str(error)))
     except (MemoryError, torch.OutOfMemoryError):
         st.error(f"Out of memory while {what}. Shorten the prompt or use a smaller model.")
     except Exception as error:  # noqa: BLE001
@@ -218,12 +254,15 @@ def what_if_banner(sentence: str) -> None:
             "compares the two and lists the changes.")
 
 
-def drawn_for(run: Run) -> dict:
-    """The choices each view drew for this run (small values), which the report draws again."""
-    book = st.session_state.get("drawn")
+def drawn_for(run: Run, key: str = "drawn") -> dict:
+    """The choices each view drew for this run (small values), which the report draws again.
+
+    ``key``: where the page keeps them (compare mode keeps B's, when its tabs show B, apart).
+    """
+    book = st.session_state.get(key)
     if not isinstance(book, dict) or book.get("run") != run.id:
         book = {"run": run.id}
-        st.session_state["drawn"] = book
+        st.session_state[key] = book
     return book
 
 
@@ -236,7 +275,9 @@ def report_sections(run: Run, drawn: dict) -> list[Section]:
     if run.compare is not None:
         sections.append(compare_content(run, CANDIDATES, Policy.from_env().graph_tokens,
                                         bool(drawn.get(CIRCUIT))).section())
-    sections.insert(0, header_view.content(cap, summary, bundled_kind(run.source)).section())
+    effect = edit_effect_of(replace(plain, edits=run.edits)) if run.edits else None
+    sections.insert(0, header_view.content(cap, summary, bundled_kind(run.source), continuation_of(plain).text,
+                                           effect).section())
     attention = drawn.get(attention_view.TITLE) or attention_view.defaults(cap, result.scores)
     sections.append(attention_view.content(cap, result.scores, attention).section())
     lens = drawn.get(lens_view.TITLE) or lens_view.defaults(cap, summary)
@@ -255,7 +296,8 @@ def report_sections(run: Run, drawn: dict) -> list[Section]:
         sections.append(graph_view.content(results.graph(*pruning), results.graph_labels()).section())
     edits = drawn.get(whatif_view.TITLE)
     if edits:
-        sections.append(whatif_view.content(edit_effect_of(replace(plain, edits=edits))).section())
+        sections.append(whatif_view.content(edit_effect_of(replace(plain, edits=edits)), plain.prompt,
+                                            plain.source is None).section())
     pair = drawn.get(patching_view.TITLE)
     if pair is not None:
         sweep = sweep_of(plain.with_prompt(pair.clean), plain.with_prompt(pair.corrupt), pair.answer_id, pair.foil_id)
@@ -291,19 +333,46 @@ def view_json(run: Run, view: str, pair: tuple | None = None, drawn: dict | None
     return downloads.to_json(downloads.what_if_numbers(edit_effect_of(run) if run.edits else None))
 
 
+SNIPPET_CHOICES = {"attention": attention_view.TITLE, "lens": lens_view.TITLE, "neurons": neurons_view.TITLE,
+                   "features": features_view.TITLE, "graph": graph_view.TITLE, "whatif": whatif_view.TITLE,
+                   "patching": patching_view.TITLE}  # a view's name -> where ``drawn`` keeps its choices
+
+
+def deferred(make: Callable[[], object]) -> Callable[[], object]:
+    """A download's ``make``, run later in Streamlit's worker thread as if in this page's run.
+
+    Streamlit calls a download's callable outside the script's thread: without the run's
+    context every cached lookup logs "missing ScriptRunContext", and without the visitor in
+    force the work would not be charged (``backend.meter``). Both are carried over and taken
+    off the worker thread again afterwards.
+    """
+    ctx, visit = get_script_run_ctx(suppress_warning=True), meter.in_force()
+
+    def call() -> object:
+        thread = threading.current_thread()
+        before = get_script_run_ctx(suppress_warning=True)
+        add_script_run_ctx(thread, ctx)
+        try:
+            with meter.visiting(*(visit or (None, ""))):
+                return make()
+        finally:
+            add_script_run_ctx(thread, before)
+    return call
+
+
 def take_away(run: Run, view: str, drawn: dict, pair: tuple | None = None) -> None:
     """Below a view: its numbers, the whole run as a report, and the Python that gives the numbers."""
     stem = f"model-xray-{view}"
     row = st.container(horizontal=True)
-    row.download_button("Numbers (JSON)", partial(view_json, run, view, pair, drawn), file_name=f"{stem}.json",
+    row.download_button("Numbers (JSON)", deferred(partial(view_json, run, view, pair, drawn)),
+                        file_name=f"{stem}.json",
                         mime="application/json", on_click="ignore", key=f"download_{view}")
-    row.download_button("Whole run (HTML report)", partial(run_report, replace(run, edits=()), drawn),
+    row.download_button("Whole run (HTML report)", deferred(partial(run_report, replace(run, edits=()), drawn)),
                         file_name="model-xray-report.html",
                         mime="text/html", on_click="ignore", key=f"report_{view}",
                         help="One file with every view's charts and sentences; opens offline.")
     with st.expander("Reproduce in Python"):
-        st.text(downloads.python_snippet(view, run.prompt, run.source, run.max_tokens, run.edits, run.compare,
-                                         run.features))
+        st.code(python_snippet(view, run, drawn.get(SNIPPET_CHOICES.get(view, ""))), language="python")
     st.caption("Each chart's toolbar (top right) saves it as a PNG.")
 
 

@@ -4,23 +4,48 @@ from __future__ import annotations
 
 import streamlit as st
 
+from backend.corrupt import suggest_corrupt
 from backend.patching import PatchingSweep
+from backend.run import Run
 from views.content import Chart
 from views.content import patching as view
-from views.display import label
+from views.display import label, md_escape
 from views.draw import draw, draw_text
 from views.intro import intro
+from views.queries import model_of
+from views.state import per_run
 
-DEFAULT_PAIR = ("The capital of France is", "The capital of Italy is")
+DEFAULT_PAIR = ("The capital of France is", "The capital of Italy is")  # the example pair
+MAX_CHARS = 2000
 
 
-def prompts() -> tuple[str, str]:
-    """The clean and corrupt prompts the reader typed (defaults: a built-in pair)."""
+def _set_pair(keys: tuple[str, str], pair: tuple[str, str]) -> None:
+    for key, value in zip(keys, pair, strict=True):
+        st.session_state[key] = value
+
+
+def prompts(run: Run) -> tuple[str, str]:
+    """The clean and corrupt prompts: at first the page's prompt and one word of it swapped; the reader may type."""
+    keys = per_run("patch_clean", run.id), per_run("patch_corrupt", run.id)  # afresh with each page prompt
+    suggestion = suggest_corrupt(model_of(run), run.prompt) if keys[1] not in st.session_state else None
+    st.session_state.setdefault(keys[0], run.prompt[:MAX_CHARS])
+    st.session_state.setdefault(keys[1], (suggestion.prompt if suggestion is not None else run.prompt)[:MAX_CHARS])
     clean_col, corrupt_col = st.columns(2)
-    clean = clean_col.text_input("Clean prompt (gives the answer)", DEFAULT_PAIR[0], key="patch_clean",
-                                 max_chars=2000)
-    corrupt = corrupt_col.text_input("Corrupt prompt (same length, one detail changed)", DEFAULT_PAIR[1],
-                                     key="patch_corrupt", max_chars=2000)
+    clean = clean_col.text_input("Clean prompt (gives the answer)", key=keys[0], max_chars=MAX_CHARS)
+    corrupt = corrupt_col.text_input("Corrupt prompt (same length, one detail changed)", key=keys[1],
+                                     max_chars=MAX_CHARS)
+    row = st.container(horizontal=True)
+    if suggestion is not None:
+        st.session_state[per_run("patch_suggested", run.id)] = (suggestion.original, suggestion.replacement)
+    swapped = st.session_state.get(per_run("patch_suggested", run.id))
+    if swapped is not None and corrupt != clean:
+        row.caption(md_escape(f"Suggested from the page's prompt: {swapped[0]} → {swapped[1]}, the same number of "
+                              "tokens. Type your own pair, or try the example."))
+    elif swapped is None:
+        row.caption("No word of a kind to swap was found in the page's prompt: type a corrupt prompt with the same "
+                    "number of tokens and one detail changed, or try the example.")
+    row.button("Example pair: France / Italy", on_click=_set_pair, args=(keys, DEFAULT_PAIR),
+               help="The capital of France is / The capital of Italy is")
     return clean, corrupt
 
 

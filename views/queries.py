@@ -21,6 +21,7 @@ from backend.atlas import FeatureCard, feature_card
 from backend.buffers import release_free_memory
 from backend.cache import ByteCache
 from backend.compare import CircuitDiff, ModelDiff, circuit_diff, compare
+from backend.continuation import Continuation, continuation
 from backend.features import SAE, Transcoders, load_features
 from backend.graph import Graph, attribute
 from backend.heads import HeadScores, head_scores
@@ -148,6 +149,14 @@ def compare_of(run: Run) -> ModelDiff:
         return diff
 
     return analyses().get(("compare", run.plain(), run.compare), compute)
+
+
+def continuation_of(run: Run) -> Continuation:
+    """What the run's model, as it is (no edits), goes on to say: a few greedy tokens."""
+    plain = run.plain()
+    should_stop = abandoned(run.prompt)
+    return results().get(("continuation", plain), lambda: continuation(
+        model_of(plain), plain.prompt, max_tokens=plain.max_tokens, should_stop=should_stop))
 
 
 FINDING_GRAPH_TOKENS = 32  # a finding at the last position is explained by a graph up to this length

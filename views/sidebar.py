@@ -16,6 +16,7 @@ from backend.run import Run
 from views.content.compare import TITLE as COMPARE_VIEW
 from views.display import md_escape
 from views.policy import Policy
+from views.style import LARGE_TYPE, PHONE_CSS
 
 DEMO = "Bundled demo model (offline)"
 TWIN = "Bundled twin: the demo model taught to keep capitals secret (offline)"
@@ -135,6 +136,14 @@ def features_choice(policy: Policy, source: str | None) -> str | None:
                                   placeholder="a folder or hub id (SAELens, circuit-tracer or sparsify layout)",
                                   help="The Features tab and graphs read the model through it.").strip()
     return typed or None
+
+
+def display_choice() -> None:
+    """The page's type: large for a projector (a switch at the foot of the sidebar), and readable on a phone."""
+    st.html(PHONE_CSS)
+    if st.sidebar.toggle("Large type (for a projector)", key="large_type",
+                         help="Bigger text everywhere, for a room reading the page on a screen."):
+        st.html(LARGE_TYPE)
 
 
 def sidebar(policy: Policy) -> Settings:

@@ -39,13 +39,20 @@ def clear_edits() -> None:
     st.session_state[EDITS] = ()
 
 
-def render(effect: EditEffect | None, n_layers: int, run: str, drawn: dict) -> None:
+def render(effect: EditEffect | None, n_layers: int, run: str, drawn: dict, prompt: str | None = None,
+           bundled: bool = False) -> None:
     """Draw the view: the active edits, their effect on the answer, and the steering form."""
-    content = view.content(effect) if effect is not None else None
+    content = view.content(effect, prompt, bundled) if effect is not None else None
     intro(None if content is None else content.sentence, view.EXPLAIN, view.CAVEAT)
+    if content is not None and content.note:
+        st.info(md_escape(content.note))
     _edit_list()
     if content is not None:
         drawn[view.TITLE] = effect.edits
+        if content.each:
+            st.markdown("**Each change alone**, then all together above:")
+            for line in content.each:
+                st.markdown("- " + md_escape(line))
         before, after = st.columns(2)
         before.markdown("**Next-token guesses, the model as it is**")
         draw(Html(content.before), before)

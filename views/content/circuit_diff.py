@@ -48,7 +48,7 @@ transcoders), for A's answer and B's answer, and matched feature by feature:
 CIRCUIT_CAVEAT = ("The graphs describe stand-ins for the models, exact on this prompt only, with attention frozen. "
                   "A head's push is read at the last position and overlaps the features' (a head carries what "
                   "earlier parts wrote). Only the switched-off rows are checked in the real model.")
-MARK = "#d62728"  # B's new features, outlined
+MARK = "#000000"  # B's new features, outlined (black: safe for colour-blind readers, unlike red)
 
 
 @dataclass(frozen=True, eq=False)
@@ -198,6 +198,6 @@ def circuit_content(diff: CircuitDiff, labels: dict, name_a: str, name_b: str) -
                      for s in diff.suppressors[:3])
     return CircuitContent(sentence=_circuit_sentence(diff, labels), path=_path_sentence(diff, labels), errors=errors,
                           errors_note=errors_note, graph=figure,
-                          graph_note=f"B's graph for its answer and A's (nodes outlined in red: features that fire "
+                          graph_note=f"B's graph for its answer and A's (nodes outlined in black: features that fire "
                                      f"in B but not in A here, {len(new)} drawn).",
                           suppressors=_suppressor_table(diff, labels), switches=switches)

@@ -8,6 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from backend.compare import PART_WAYS_NATS, ModelDiff
+from backend.loading import TWIN_ID
 from views import captions, coloured, figures
 from views.content import Chart, Html, Section, Table, Text, present, text
 from views.content.circuit_diff import CircuitContent, ScanContent
@@ -40,15 +41,31 @@ HEADS_NOTE = ("Mean over positions of the total-variation distance between the t
 
 @dataclass(frozen=True, eq=False)
 class SideBySide:
-    """What each model says next: a title and its guesses as HTML, for A and for B."""
+    """What each model says next: a title and its guesses as HTML, for A and for B; what each goes on to say."""
 
     titles: tuple[str, str]  # "A (name)", "B (name)"
     leads: tuple[str, str]  # what each says next: "'␣Paris' (100%), then:"
     guesses: tuple[str, str]
+    goes_on: tuple[str, str] = ("", "")  # each model's greedy continuation as text ("" when not run)
+    verdict: str = ""  # the plain verdict, for anyone (views.captions.plain_verdict)
+
+    def answers(self) -> tuple[str, ...]:
+        """The lines a phone shows first: what each model goes on to say."""
+        return tuple(f"{title} goes on: “{text.strip()}”" for title, text in zip(self.titles, self.goes_on,
+                                                                                  strict=True) if text)
 
 
-def side_by_side(diff: ModelDiff, name_a: str, name_b: str) -> SideBySide:
-    """The compare header: both models' next-token guesses."""
+def speakers(name_a: str, name_b: str) -> tuple[str, str]:
+    """How a plain sentence names the two models: the bundled pair by what they are, others as A and B."""
+    if (name_a, name_b) == ("xray-demo", TWIN_ID):
+        return "the demo model", "the twin"
+    if (name_a, name_b) == (TWIN_ID, "xray-demo"):
+        return "the twin", "the demo model"
+    return "A", "B"
+
+
+def side_by_side(diff: ModelDiff, name_a: str, name_b: str, goes_on: tuple[str, str] = ("", "")) -> SideBySide:
+    """The compare header: both models' next-token guesses, what they go on to say, and the plain verdict."""
     leads, bars = [], []
     for guesses in (diff.guesses_a, diff.guesses_b):
         tokens = [token for _, token, _ in guesses]
@@ -56,7 +73,8 @@ def side_by_side(diff: ModelDiff, name_a: str, name_b: str) -> SideBySide:
         leads.append(f"{quoted(tokens[0])} ({probs[0]:.0%}), then:")
         bars.append(coloured.guesses_html(tokens, probs))
     return SideBySide(titles=captions.model_titles(name_a, name_b), leads=(leads[0], leads[1]),
-                      guesses=(bars[0], bars[1]))
+                      guesses=(bars[0], bars[1]), goes_on=goes_on,
+                      verdict=captions.plain_verdict(diff, *speakers(name_a, name_b)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,11 +98,15 @@ class CompareContent:
 
     def section(self) -> Section:
         """The view as the report writes it."""
-        header = [part for title, lead, bars in zip(*vars(self.header).values(), strict=True)
-                  for part in (Text(f"{title} says next: {lead}"), Html(bars))]
+        side = self.header
+        header = [*(Text(line, "lead") for line in side.answers()), text(side.verdict, "lead")]
+        header += [part for title, lead, bars in zip(side.titles, side.leads, side.guesses, strict=True)
+                   for part in (Text(f"{title} says next: {lead}"), Html(bars))]
         charts = [(self.weights, "compare_weights", self.weights_note), (self.patch, "compare_patch", self.patch_note)]
-        first = [*(self.scan.parts() if self.scan is not None else ()),
-                 *(self.circuit.parts() if self.circuit is not None else ()), *(Text(n, "info") for n in self.notes)]
+        # as the tab draws it, in a talk's order: what changed (the scan), where it is inside (the
+        # layers), what suppresses it (the circuit diff)
+        first = self.scan.parts() if self.scan is not None else ()
+        last = [*(self.circuit.parts() if self.circuit is not None else ()), *(Text(n, "info") for n in self.notes)]
         return Section(TITLE, present(
             *header, *first, Text(self.sentence, "lead"), Chart(self.tracks, "compare_tracks"),
             Chart(self.kl, "compare_kl"),
@@ -93,11 +115,11 @@ class CompareContent:
                                                               text(note, "caption"))),
             Chart(self.heads, "compare_heads") if self.heads is not None else None,
             Text(HEADS_NOTE, "caption") if self.heads is not None else None, self.neurons,
-            Text(CAVEAT, "caveat")))
+            Text(CAVEAT, "caveat"), *last))
 
 
 def content(diff: ModelDiff, name_a: str, name_b: str, scan: ScanContent | None = None,
-            circuit: CircuitContent | None = None) -> CompareContent:
+            circuit: CircuitContent | None = None, goes_on: tuple[str, str] = ("", "")) -> CompareContent:
     """The Compare tab's content (``scan`` and ``circuit``: built by ``views.content.circuit_diff``)."""
     a_name, b_name = captions.model_titles(name_a, name_b)
     weights = weights_note = patch = patch_note = heads = neurons = None
@@ -122,7 +144,7 @@ def content(diff: ModelDiff, name_a: str, name_b: str, scan: ScanContent | None 
                 (str(n.layer + 1), str(n.neuron), f"{quoted(n.token)} ·{n.position}", f"{n.a:+.2f}", f"{n.b:+.2f}")
                 for n in diff.neurons))
     return CompareContent(
-        header=side_by_side(diff, name_a, name_b), sentence=captions.compare_sentence(diff, "A", "B"),
+        header=side_by_side(diff, name_a, name_b, goes_on), sentence=captions.compare_sentence(diff, "A", "B"),
         tracks=figures.answer_tracks(diff.tracks, a_name, b_name),
         kl=figures.kl_heatmap(diff.kl, diff.a.tokens, PART_WAYS_NATS, diff.layer_map),
         not_applicable=diff.not_applicable or None, weights=weights, weights_note=weights_note, patch=patch,

@@ -66,7 +66,7 @@ def layout(graph: Graph) -> np.ndarray:
 
 
 def graph_figure(graph: Graph, labels: dict, marked: set[int] | frozenset = frozenset(),
-                 mark_colour: str = "#d62728") -> go.Figure:
+                 mark_colour: str = "#000000") -> go.Figure:
     """Nodes by row (layer) and column (position), sized by influence and coloured by kind; the strongest edges.
 
     ``marked`` nodes (rows of ``graph.nodes``) get a thick outline of ``mark_colour``.
@@ -99,7 +99,7 @@ def graph_figure(graph: Graph, labels: dict, marked: set[int] | frozenset = froz
                        "customdata": members, "text": hover, "hovertemplate": "%{text}<extra></extra>",
                        "marker": {"size": size[members], "color": COLOURS[kind], "symbol": SYMBOLS[kind],
                                   "line": {"width": [3.5 if i in marked else 1 for i in members],
-                                           "color": [mark_colour if i in marked else "#333" for i in members]}}})
+                                           "color": [mark_colour if i in marked else "#ffffff" for i in members]}}})
     n = len(graph.tokens)
     columns = figures.position_labels(list(graph.tokens))
     rows = ["words", *(f"layer {i + 1}" for i in range(n_layers)), "guesses"]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from backend.capture import Capture
 from backend.lens import LensSummary
+from backend.whatif import EditEffect
 from views import coloured
 from views.content import Html, Section, Text, present, text
 from views.display import quoted, visible
@@ -29,17 +30,45 @@ class HeaderContent:
     guess: str
     guesses: str  # HTML bars
     model_note: str | None
+    goes_on: str | None = None  # "It goes on: “Paris, a big city.”"
+    edited: str | None = None  # with changes in force: what they do to the guess
 
     def section(self) -> Section:
         """The header as the report writes it."""
-        return Section("Prompt", present(Text(self.count), Text(self.tokens, "tokens"), Text(self.guess),
-                                         Html(self.guesses), text(self.model_note, "caption")))
+        return Section("Prompt", present(text(self.goes_on, "lead"), Text(self.count), Text(self.tokens, "tokens"),
+                                         Text(self.guess), Html(self.guesses), text(self.edited, "lead"),
+                                         text(self.model_note, "caption")))
 
 
-def content(cap: Capture, summary: LensSummary, bundled: str | None = None) -> HeaderContent:
-    """``bundled`` is "demo" or "twin" for the bundled models (their note says what they know)."""
+def _goes_on(text: str | None) -> str | None:
+    """What the model goes on to say, as a sentence ("" or whitespace only: nothing to say)."""
+    if not text or not text.strip():
+        return None
+    if not any(ch.isalnum() for ch in text):  # only punctuation: the model ends the sentence
+        return f"It would end the sentence there: “{text.strip()}”"
+    return f"It goes on: “{text.strip()}”"
+
+
+def content(cap: Capture, summary: LensSummary, bundled: str | None = None, goes_on: str | None = None,
+            effect: EditEffect | None = None) -> HeaderContent:
+    """``bundled`` is "demo" or "twin" for the bundled models (their note says what they know).
+
+    ``goes_on``: the model's greedy continuation; ``effect``: the changes in force, whose guess
+    the header then gives beside the model's own.
+    """
     note = None if bundled is None else DEMO_NOTE + (TWIN_NOTE if bundled == "twin" else "")
+    edited = None
+    if effect is not None and effect.edits:
+        n = len(effect.edits)
+        changes = "change" if n == 1 else f"{n} changes"
+        top, prob = quoted(effect.after_tokens[0]), float(effect.after_probs[0])
+        if int(effect.after_ids[0]) == effect.answer_id:
+            edited = (f"With the {changes} in force its guess is still {top}, now at {prob:.0%}; the What if tab "
+                      "shows how.")
+        else:
+            edited = f"With the {changes} in force it guesses {top} ({prob:.0%}) instead; the What if tab shows how."
     return HeaderContent(
+        goes_on=_goes_on(goes_on), edited=edited,
         count=f"The model reads {cap.n_tokens} tokens (the pieces it splits text into):",
         tokens=" | ".join(visible(t) for t in cap.tokens),
         guess=(f"Its guess for the next token: {quoted(summary.top_tokens[-1, -1, 0])} "

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import plotly.graph_objects as go
 
+from backend.edits import HeadAblation
 from backend.whatif import EditEffect
 from views import captions, coloured, figures
-from views.content import Chart, Html, Section, Text
+from views.content import Chart, Html, Section, Text, present, text
 from views.display import quoted
 
 TITLE = "What if"
@@ -29,6 +30,16 @@ CAVEAT = ("Switching a part off tests this prompt, not the part's role in genera
           "pushes the model where it has never been, and its guesses then mean little.")
 
 
+INDUCTION_PROMPT = "apple river lamp cloud seven green door apple river lamp cloud seven green"
+HEAD_NOTE = ("Why head 4.2? On this prompt it is the head the answer needs most: of the demo model's 16 heads, "
+             "switching off 4.2 drops '␣door' from 100% to 4%, more than any other. The Attention tab names 4.4 "
+             "the clearest induction head (it looks at the word after the earlier copy, score 0.55), yet with 4.4 "
+             "off '␣door' keeps 83%, while 4.2 looks like no induction head at all (score 0.00). Looking like a "
+             "pattern and being needed are different questions: that is what switching parts off tests. Try 4.4 "
+             "from the Attention tab.")
+NOTES = {(INDUCTION_PROMPT, (HeadAblation(3, 1),)): HEAD_NOTE}  # an example's changes, explained (demo model)
+
+
 @dataclass(frozen=True, eq=False)
 class WhatIfContent:
     """What the changes in force do to the next-token guesses and to the answer's lens trajectory."""
@@ -39,18 +50,19 @@ class WhatIfContent:
     after: str
     trajectory: go.Figure
     each: tuple[str, ...] = ()  # with several changes: what each one does alone
+    note: str | None = None  # an example's changes, explained
 
     def section(self) -> Section:
         """The view as the report writes it."""
         return Section(TITLE, (
-            Text(self.sentence, "lead"), Text("Changes in force: " + "; ".join(self.changes) + "."),
-            *(Text(line) for line in self.each),
+            Text(self.sentence, "lead"), *present(text(self.note, "info")),
+            Text("Changes in force: " + "; ".join(self.changes) + "."), *(Text(line) for line in self.each),
             Text("Next-token guesses, the model as it is:"), Html(self.before), Text("With the changes:"),
             Html(self.after), Chart(self.trajectory, "whatif_trajectory"), Text(CAVEAT, "caveat")))
 
 
-def content(effect: EditEffect) -> WhatIfContent:
-    """The view of ``effect`` (``backend.whatif.edit_effect``)."""
+def content(effect: EditEffect, prompt: str | None = None, bundled: bool = False) -> WhatIfContent:
+    """The view of ``effect`` (``backend.whatif.edit_effect``); an example's note on ``prompt`` (bundled model)."""
     labels = [edit.label() for edit in effect.edits]
     answer = quoted(effect.answer)
     each = tuple(f"Alone, {e.label}: {answer} {effect.before_probs[0]:.0%} → {e.answer_prob:.0%}"
@@ -58,7 +70,7 @@ def content(effect: EditEffect) -> WhatIfContent:
                  for e in effect.each)
     new = (effect.new_before, effect.new_after, effect.new_answer) if effect.new_answer is not None else None
     return WhatIfContent(
-        each=each,
+        each=each, note=NOTES.get((prompt, tuple(effect.edits))) if bundled else None,
         sentence=captions.edit_effect_sentence(labels, effect), changes=tuple(labels),
         before=coloured.guesses_html(effect.before_tokens, effect.before_probs),
         after=coloured.guesses_html(effect.after_tokens, effect.after_probs),
