@@ -291,3 +291,15 @@ def test_other_with_an_empty_box_says_what_it_shows():
     at.selectbox(key="model_pick").select("Other: type a hub id or a local folder").run()
     assert any("until then the page shows the bundled demo model" in i.value for i in at.sidebar.info)
     assert_usable(at)
+
+
+def test_large_type_for_a_projector_is_one_switch():
+    from views.style import LARGE_TYPE, PHONE_CSS
+
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    bodies = [e.proto.body for e in at.get("html")]  # style-only html may sit outside the main block
+    assert PHONE_CSS in bodies and LARGE_TYPE not in bodies
+    at.sidebar.toggle(key="large_type").set_value(True).run()
+    bodies = [e.proto.body for e in at.get("html")]
+    assert LARGE_TYPE in bodies and "font-size: 22px" in LARGE_TYPE

@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.browser import CHROMIUM, CIRCUITS_DRAWN, ROOT, app_url, browser_page, open_tab, streamlit_app, wait_for_views
@@ -261,3 +262,23 @@ def test_charts_fit_a_phone(server):
     assert facts["modebars"] == 0  # no toolbar sits on a chart's title
     assert max(facts["tabs"]) <= facts["width"], facts  # every tab's name in view: the tab bar wraps
     assert facts["heads"] >= 500  # the head heatmap keeps its size and scrolls sideways
+
+
+def test_a_download_logs_no_missing_context_and_gives_the_views_numbers(server):
+    import json
+
+    from backend import capture, load_model
+    from backend.heads import head_scores
+
+    log = ROOT / "artifacts" / f"streamlit-{server.rsplit(':', 1)[1]}.log"
+    before = log.read_text() if log.exists() else ""
+    with browser_page() as (page, _):
+        page.goto(app_url(server, "apple river lamp cloud apple river lamp", "demo"))
+        wait_for_views(page)
+        with page.expect_download(timeout=60_000) as download:
+            page.get_by_role("button", name="Numbers (JSON)").first.click()
+        numbers = json.loads(Path(download.value.path()).read_text())
+    scores = head_scores(capture(load_model(), "apple river lamp cloud apple river lamp"))
+    np.testing.assert_allclose(np.array(numbers["scores"]["induction"], dtype=float), scores.induction, atol=1e-6)
+    after = log.read_text()[len(before):]
+    assert "missing ScriptRunContext" not in after
