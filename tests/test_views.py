@@ -352,3 +352,12 @@ def test_commands_in_messages_show_as_code_and_the_rest_stays_literal():
     assert md_message("a `[x](http://e)` b") == "a `[x](http://e)` b"  # a code span is literal already
     assert md_message("one ` alone [x](y)") == md_escape("one ` alone [x](y)")  # an unpaired backtick is text
     assert md_message("*bold* `ok`") == "\\*bold\\* `ok`"
+
+
+def test_the_trajectory_stacks_its_two_charts_so_a_phone_width_cannot_overlap_them():
+    fig = figures.trajectory(np.ones(3), np.array([50, 5, 1]), np.ones(3), np.ones(3), "t")
+    top, bottom = fig.layout.yaxis.domain, fig.layout.yaxis3.domain
+    assert bottom[1] < top[0]  # one above the other
+    assert tuple(fig.layout.xaxis.domain) == tuple(fig.layout.xaxis2.domain)  # the same width, any screen
+    titles = sorted(a.y for a in fig.layout.annotations)
+    assert titles[0] <= top[0] and titles[1] >= top[1]  # each chart's title above its own chart

@@ -133,13 +133,16 @@ def _line(x: list[str], y: np.ndarray, name: str, color: str, axes: tuple[str, s
 
 def _subplots(titles: tuple[str, str], **options: object) -> dict:
     """The axes and subplot titles of plotly's ``make_subplots(1, 2, ...)``, as a fresh layout dict."""
-    layout = make_subplots(rows=1, cols=2, subplot_titles=titles, **options).to_dict()["layout"]
+    rows, cols = options.pop("shape", (1, 2))
+    layout = make_subplots(rows=rows, cols=cols, subplot_titles=titles, **options).to_dict()["layout"]
     layout.pop("template", None)
     return layout
 
 
 # placeholder titles (make_subplots leaves empty ones out); trajectory() writes the real ones
-TRAJECTORY_GRID = _subplots(("left", "right"), specs=[[{"secondary_y": True}, {"secondary_y": False}]])
+# the trajectory's two charts one above the other: side by side, a phone's width left them overlapping
+TRAJECTORY_GRID = _subplots(("top", "bottom"), shape=(2, 1), specs=[[{"secondary_y": True}], [{"secondary_y": False}]],
+                            vertical_spacing=0.2)
 EFFECT_GRID = _subplots(("Promotes", "Suppresses"), horizontal_spacing=0.18)
 
 
@@ -171,8 +174,9 @@ def trajectory(probs: np.ndarray, ranks: np.ndarray, entropy: np.ndarray, kl: np
     powers = [10 ** i for i in range(int(np.log10(max(int(ranks.max()), 1))) + 2)]
     grid["yaxis2"].update(title={"text": "rank"}, type="log", autorange="reversed", tickvals=powers,
                           ticktext=[f"{p:,}" for p in powers])
+    grid["yaxis3"].update(title={"text": "nats"})
     return _figure(lines, _layout(
-        "", 420, left=text_px(["0.8"]) + LINE_PX + 25, bottom=TICK_FONT["size"] + 2 * LINE_PX + 30,
+        "", 640, left=text_px(["0.8"]) + LINE_PX + 25, bottom=TICK_FONT["size"] + 3 * LINE_PX + 40,
         right=text_px([f"{powers[-1]:,}"]) + LINE_PX + 25,
         legend={"orientation": "h", "x": 0, "y": 0, "yanchor": "bottom", "yref": "container"}, **grid))
 

@@ -373,7 +373,7 @@ def take_away(run: Run, view: str, drawn: dict, pair: tuple | None = None) -> No
                         help="One file with every view's charts and sentences; opens offline.")
     with st.expander("Reproduce in Python"):
         st.code(python_snippet(view, run, drawn.get(SNIPPET_CHOICES.get(view, ""))), language="python")
-    st.caption("Each chart's toolbar (top right) saves it as a PNG.")
+    st.caption("On a computer, each chart's toolbar (top right) saves it as a PNG.")
 
 
 def guesses(summary) -> list[tuple[int, str, float]]:
