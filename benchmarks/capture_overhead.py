@@ -38,9 +38,9 @@ def build(folder: Path) -> None:
     AutoTokenizer.from_pretrained(ROOT / "models" / "xray-demo").save_pretrained(folder)
 
 
-def prompt_of(tokenizer, n_tokens: int) -> str:
-    """Generated text that tokenizes to exactly ``n_tokens`` tokens (BOS included)."""
-    words = " ".join(corpus.corpus_text(7, 400)).split()
+def prompt_of(tokenizer, n_tokens: int, seed: int = 7) -> str:
+    """Generated text that tokenizes to exactly ``n_tokens`` tokens (BOS included); ``seed``: which text."""
+    words = " ".join(corpus.corpus_text(seed, 400)).split()
     text = ""
     for word in words:
         candidate = f"{text} {word}" if text else word

@@ -153,7 +153,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     tokenizer = AutoTokenizer.from_pretrained(ROOT / "models" / "xray-demo")
-    prompts = [prompt_of(tokenizer, 64 + i) for i in range(3 * args.rounds)]  # distinct: no cache hit
+    # distinct from their first word: no cache hit, and no view whose numbers (a causal model's,
+    # over a shared prefix) would be the same, which Streamlit would not draw again
+    prompts = [prompt_of(tokenizer, 64 + i % 3, seed=100 + i) for i in range(3 * args.rounds)]
     pairs = country_pairs(tokenizer, args.rounds)
     cold, warm, typed, redraws, patch = [], [], [], [], []
     with streamlit_app() as base, sync_playwright() as playwright, \
@@ -167,7 +169,8 @@ def main() -> None:
                 typed.append(new_prompt(page, prompts[3 * i + 2]))
                 open_tab(page, "Logit lens")
                 redraws.append(selection_redraw(page, 1 + i % 6))  # the list shows about 8 options
-                open_tab(page, "Patching")
+                open_tab(page, "Patching")  # it opens on the page's prompt: start from the example pair
+                page.get_by_role("button", name="Example pair: France / Italy").click()
                 page.wait_for_function(f"() => ({PLOT_REDRAWN})('patch_resid') && {IDLE}", timeout=120_000)
                 patch.append(patching_draw(page, *pairs[i]))
             page = context.new_page()  # a new tab in a browser that opened the app before

@@ -113,7 +113,8 @@ def test_each_pages_snippet_runs_from_another_folder_and_prints_the_views_number
     at = open_app(prompt, edits='[["head",3,1,"zero"]]')
     at.session_state["view_tab"] = "Patching"
     at.run()
-    scripts = {re.match(r"# Model X-ray, the (\w+) view", c.value).group(1): c.value for c in at.code}
+    scripts = {re.match(r"# Model X-ray, the (\w+) view", t.value).group(1): t.value for t in at.text
+               if t.value.startswith("# Model X-ray, the ")}
     assert {"attention", "lens", "neurons", "features", "whatif", "patching"} <= set(scripts)
     printed = {}
     for view in ("attention", "lens", "neurons", "whatif", "patching"):

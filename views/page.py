@@ -372,7 +372,7 @@ def take_away(run: Run, view: str, drawn: dict, pair: tuple | None = None) -> No
                         mime="text/html", on_click="ignore", key=f"report_{view}",
                         help="One file with every view's charts and sentences; opens offline.")
     with st.expander("Reproduce in Python"):
-        st.code(python_snippet(view, run, drawn.get(SNIPPET_CHOICES.get(view, ""))), language="python")
+        st.text(python_snippet(view, run, drawn.get(SNIPPET_CHOICES.get(view, ""))))
     st.caption("On a computer, each chart's toolbar (top right) saves it as a PNG.")
 
 
