@@ -154,7 +154,9 @@ def draw_page() -> None:
             if result is None:
                 return
             plain = run.plain()
-            drawn = page.drawn_for(plain, "drawn_b")
+            drawn = compared_drawn[page.SECOND_TABS] = page.drawn_for(plain, "drawn_b")  # the report's B views
+        else:
+            compared_drawn.pop(page.SECOND_TABS, None)
     cap, summary = result.capture, result.summary
     edited = replace(run, compare=None)
     effect = None

@@ -225,3 +225,26 @@ def test_the_single_model_tabs_say_which_model_and_switch_to_b(pair):
     banner = next(unescaped(i.value) for i in at.info if i.value.startswith("**What if:**"))
     before = float(torch.from_numpy(cap.logits[-1]).softmax(-1)[answer])
     assert f"'␣a' from {before:.0%} to {after:.0%}" in banner, banner
+
+
+def test_the_compare_report_draws_bs_views_when_the_tabs_showed_b(pair):
+    from backend.run import Run
+    from views.content import Text
+    from views.page import report_sections
+
+    _, twin = pair
+    at = pages.open_app(PROMPT, "demo", compare=TWIN_ID)
+    run = Run(None, "auto", "auto", PROMPT, at.number_input(key="max_tokens").value, compare=TWIN_ID,
+              features=Run.default_features(None))
+    assert "Model B" not in [s.title for s in report_sections(run, at.session_state["drawn"])]
+    at.radio(key="compare_shown").set_value(1).run()
+    sections = report_sections(run, at.session_state["drawn"])
+    titles = [s.title for s in sections]
+    assert titles[:3] == ["Prompt", "Compare", "Model B"] and "Logit lens" in titles
+    found = suppressed(twin, backend.capture(twin, PROMPT))[0]  # the twin's own finding, in B's lens section
+    lens = next(s for s in sections if s.title == "Logit lens")
+    lines = [p.text for p in lens.parts if isinstance(p, Text)]
+    assert any(line.startswith(f"Inside, after layer {found.layer}, the model preferred '␣Paris'") for line in lines)
+    from views.report import report_html
+
+    assert "The views below look inside B (xray-demo-secret)" in report_html(backend.load_model().info, sections)

@@ -26,7 +26,7 @@ from backend.meter import Meter, OverBudget
 from backend.run import MAX_LINK_EDITS, Run, edits_from_json
 from views import downloads
 from views.comparison import CIRCUIT, compare_content
-from views.content import Section
+from views.content import Section, Text
 from views.content import attention as attention_view
 from views.content import compare as compare_view
 from views.content import features as features_view
@@ -266,8 +266,15 @@ def drawn_for(run: Run, key: str = "drawn") -> dict:
     return book
 
 
+SECOND_TABS = "second_tabs"  # in compare mode's book: B's choices, when the single-model tabs showed B
+
+
 def report_sections(run: Run, drawn: dict) -> list[Section]:
-    """Every view the page drew for ``run``, in the page's order, from the choices it drew them with."""
+    """Every view the page drew for ``run``, in the page's order, from the choices it drew them with.
+
+    In compare mode, when the single-model tabs showed B (``drawn[SECOND_TABS]`` holds their
+    choices), the views after the comparison are B's.
+    """
     plain = run.plain()
     result = analyse(plain)
     cap, summary, results = result.capture, result.summary, RunResults(plain)
@@ -278,6 +285,12 @@ def report_sections(run: Run, drawn: dict) -> list[Section]:
     effect = edit_effect_of(replace(plain, edits=run.edits)) if run.edits else None
     sections.insert(0, header_view.content(cap, summary, bundled_kind(run.source), continuation_of(plain).text,
                                            effect).section())
+    if run.compare is not None and isinstance(drawn.get(SECOND_TABS), dict):  # the tabs showed B: so does this
+        plain, drawn = run.second(), drawn[SECOND_TABS]
+        result = analyse(plain)
+        cap, summary, results = result.capture, result.summary, RunResults(plain)
+        sections.append(Section("Model B", (Text(f"The views below look inside B ({model_of(plain).info.name}), "
+                                                 "as the page's tabs did."),)))
     attention = drawn.get(attention_view.TITLE) or attention_view.defaults(cap, result.scores)
     sections.append(attention_view.content(cap, result.scores, attention).section())
     lens = drawn.get(lens_view.TITLE) or lens_view.defaults(cap, summary)
