@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +30,41 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel  # noqa: E40
 
 from backend import capture, lens_summary, load_model  # noqa: E402
 from training import corpus  # noqa: E402
+
+
+class PeakRss:
+    """Peak resident memory growth while the ``with`` block runs, sampled every ``every`` seconds (Linux)."""
+
+    def __init__(self, every: float = 0.001) -> None:
+        self.every, self.growth_mib = every, 0.0
+
+    @staticmethod
+    def rss() -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self) -> PeakRss:
+        self.before = self.peak = self.rss()
+        self.running = True
+        self.sampler = threading.Thread(target=self._sample)
+        self.sampler.start()
+        return self
+
+    def _sample(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, self.rss())
+            time.sleep(self.every)
+
+    def __exit__(self, *_exc) -> None:
+        self.running = False
+        self.sampler.join()
+        self.growth_mib = (self.peak - self.before) / 2**20
+
+
+def in_child(code: str) -> dict:
+    """Run ``code`` in a fresh Python (its memory its own) and read the JSON its last line prints."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def build(folder: Path) -> None:
@@ -87,32 +123,17 @@ def speed(folder: Path, rounds: int) -> dict:
 def memory(folder: Path, n_tokens: int) -> dict:
     """Run in a child process: peak RSS growth during capture (sampled) and the capture's own arrays."""
     code = f"""
-import json, resource, sys, threading, time
-sys.path.insert(0, {str(ROOT)!r})
+import json
 import torch
 from backend import capture, load_model
-from benchmarks.capture_overhead import prompt_of
+from benchmarks.capture_overhead import PeakRss, prompt_of
 lm = load_model({str(folder)!r}, device="cpu")
 prompt = prompt_of(lm.tokenizer, {n_tokens})
-def rss():
-    return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
-before = rss()
-peak, running = [before], [True]
-def sample():
-    while running[0]:
-        peak[0] = max(peak[0], rss())
-        time.sleep(0.001)
-sampler = threading.Thread(target=sample)
-sampler.start()
-cap = capture(lm, prompt, max_tokens=4096)
-running[0] = False
-sampler.join()
-print(json.dumps({{"tokens": cap.n_tokens, "arrays_mib": cap.nbytes / 2**20,
-                  "peak_rss_growth_mib": (peak[0] - before) / 2**20}}))
+with PeakRss(every=0.001) as peak:
+    cap = capture(lm, prompt, max_tokens=4096)
+print(json.dumps({{"tokens": cap.n_tokens, "arrays_mib": cap.nbytes / 2**20, "peak_rss_growth_mib": peak.growth_mib}}))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return in_child(code)
 
 
 def main() -> None:

@@ -12,10 +12,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +28,7 @@ import torch  # noqa: E402
 from backend import load_model  # noqa: E402
 from backend.features import load_transcoders  # noqa: E402
 from backend.graph import attribute  # noqa: E402
-from benchmarks.capture_overhead import build, prompt_of  # noqa: E402
+from benchmarks.capture_overhead import build, in_child, prompt_of  # noqa: E402
 
 
 def demo(rounds: int) -> dict:
@@ -58,37 +56,23 @@ def demo(rounds: int) -> dict:
 def gpt2_small(folder: Path) -> dict:
     """In a child process: one neuron-basis graph at 64 tokens, its time and peak RSS growth (sampled)."""
     code = f"""
-import json, resource, sys, threading, time
-sys.path.insert(0, {str(ROOT)!r})
+import json, time
 import torch
 torch.set_num_threads({torch.get_num_threads()})
 from backend import load_model
 from backend.graph import attribute
-from benchmarks.capture_overhead import prompt_of
+from benchmarks.capture_overhead import PeakRss, prompt_of
 lm = load_model({str(folder)!r}, device="cpu")
 prompt = prompt_of(lm.tokenizer, 64)
-def rss():
-    return int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
-before = rss()
-peak, running = [before], [True]
-def sample():
-    while running[0]:
-        peak[0] = max(peak[0], rss())
-        time.sleep(0.01)
-sampler = threading.Thread(target=sample)
-sampler.start()
-start = time.perf_counter()
-graph = attribute(lm, prompt)
-seconds = time.perf_counter() - start
-running[0] = False
-sampler.join()
-print(json.dumps({{"tokens": len(graph.tokens), "seconds": seconds, "peak_rss_growth_mib": (peak[0] - before) / 2**20,
+with PeakRss(every=0.01) as peak:
+    start = time.perf_counter()
+    graph = attribute(lm, prompt)
+    seconds = time.perf_counter() - start
+print(json.dumps({{"tokens": len(graph.tokens), "seconds": seconds, "peak_rss_growth_mib": peak.growth_mib,
                   "nodes": len(graph.nodes), "full_nodes": len(graph.full.nodes),
                   "replacement": graph.replacement_score, "completeness": graph.completeness_score}}))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return in_child(code)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from backend.edits import HeadAblation, NeuronAblation, PromptSteering
 from backend.patching import patching_sweep
 from tests import pages
 from tests.pages import assert_usable, errors, guesses, plain, unescaped
+from tests.tiny import probs_without_heads
 
 INDUCTION = "apple river lamp cloud seven green door apple river lamp cloud seven green"
 
@@ -207,22 +208,8 @@ def test_each_change_gets_its_own_effect_and_the_header_the_edited_guess():
     lm = backend.load_model()
     cap = backend.capture(lm, INDUCTION)
     door = int(cap.logits[-1].argmax())
-    proj = lm.model.transformer.h[3].attn.c_proj
-    d = lm.model.config.n_embd // lm.model.config.n_head
-
-    def without(*heads: int) -> torch.Tensor:
-        """The next-token distribution with these heads of layer 4 switched off, by zeroing c_proj's input rows."""
-        kept = proj.weight.data.clone()
-        for head in heads:
-            proj.weight.data[head * d:(head + 1) * d] = 0
-        try:
-            with torch.no_grad():
-                return lm.model(torch.from_numpy(cap.token_ids)[None]).logits[0, -1].softmax(-1)
-        finally:
-            proj.weight.data = kept
-
-    alone = [float(without(head)[door]) for head in (1, 3)]
-    both = without(1, 3)
+    alone = [float(probs_without_heads(lm.model, cap.token_ids, 3, (head,))[door]) for head in (1, 3)]
+    both = probs_without_heads(lm.model, cap.token_ids, 3, (1, 3))
     at = open_app(INDUCTION, edits='[["head",3,1,"zero"],["head",3,3,"zero"]]')
     assert not errors(at)
     lines = [unescaped(m.value) for m in at.markdown if unescaped(m.value).startswith("- Alone, ")]

@@ -18,7 +18,7 @@ from backend.suppressed import suppressed
 from backend.tokens import label
 from tests import pages
 from tests.pages import APP, assert_usable, captions_of, charts, errors, plain, sentences, unescaped
-from tests.tiny import FAMILY_BY_NAME, build
+from tests.tiny import FAMILY_BY_NAME, build, probs_without_heads
 
 PROMPT = "The capital of France is"
 
@@ -213,15 +213,7 @@ def test_the_single_model_tabs_say_which_model_and_switch_to_b(pair):
     # the change in force runs on B: the banner's numbers are the twin's, measured here by weight surgery
     cap = backend.capture(twin, PROMPT)
     answer = int(cap.logits[-1].argmax())
-    d = twin.model.config.n_embd // twin.model.config.n_head
-    proj = twin.model.transformer.h[3].attn.c_proj
-    kept = proj.weight.data.clone()
-    proj.weight.data[d:2 * d] = 0
-    try:
-        with torch.no_grad():
-            after = float(twin.model(torch.from_numpy(cap.token_ids)[None]).logits[0, -1].softmax(-1)[answer])
-    finally:
-        proj.weight.data = kept
+    after = float(probs_without_heads(twin.model, cap.token_ids, 3, (1,))[answer])
     banner = next(unescaped(i.value) for i in at.info if i.value.startswith("**What if:**"))
     before = float(torch.from_numpy(cap.logits[-1]).softmax(-1)[answer])
     assert f"'␣a' from {before:.0%} to {after:.0%}" in banner, banner

@@ -91,30 +91,19 @@ def test_card_has_no_unfilled_placeholders():
 def test_the_head_examples_note_gives_the_real_numbers(demo):
     """The What-if example's note: head 4.2 matters most, 4.4 scores highest; measured here by weight surgery."""
     import numpy as np
-    import torch
     from transformers import AutoModelForCausalLM
 
     from backend.heads import head_scores
+    from tests.tiny import probs_without_heads
     from views.content.whatif import HEAD_NOTE, INDUCTION_PROMPT
 
     model = AutoModelForCausalLM.from_pretrained(BUNDLED_MODEL)
     cap = capture(demo, INDUCTION_PROMPT)
-    ids = torch.from_numpy(cap.token_ids)[None]  # as the page reads it (the bundled tokenizer's start token first)
+    ids = cap.token_ids  # as the page reads it (the bundled tokenizer's start token first)
     door = demo.tokenizer.convert_tokens_to_ids(demo.tokenizer.tokenize(" door"))[0]
-    d = model.config.n_embd // model.config.n_head
-
-    def p_door() -> float:
-        with torch.no_grad():
-            return float(model(ids).logits[0, -1].softmax(-1)[door])
-
-    assert round(100 * p_door()) == 100
-    after = {}
-    for layer, block in enumerate(model.transformer.h):
-        for head in range(model.config.n_head):
-            kept = block.attn.c_proj.weight.data.clone()  # Conv1D: (in, out); a head's output is rows h*d..
-            block.attn.c_proj.weight.data[head * d:(head + 1) * d] = 0
-            after[f"{layer + 1}.{head + 1}"] = p_door()
-            block.attn.c_proj.weight.data = kept
+    assert round(100 * float(probs_without_heads(model, ids, 0, ())[door])) == 100
+    after = {f"{layer + 1}.{head + 1}": float(probs_without_heads(model, ids, layer, (head,))[door])
+             for layer in range(model.config.n_layer) for head in range(model.config.n_head)}
     needed = min(after, key=after.get)
     induction = head_scores(cap).induction
     clearest = np.unravel_index(np.nanargmax(induction), induction.shape)

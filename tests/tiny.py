@@ -104,6 +104,24 @@ def module_at(root: torch.nn.Module, path: str) -> torch.nn.Module:
     return root
 
 
+def probs_without_heads(model, token_ids, layer: int, heads) -> torch.Tensor:
+    """A GPT-2-shaped model's next-token distribution with ``heads`` of ``layer`` switched off, by weight surgery.
+
+    The reference for head edits: a head's output is its slice of rows of the attention's
+    ``c_proj`` (Conv1D, ``(in, out)``), zeroed here and restored afterwards.
+    """
+    proj = model.transformer.h[layer].attn.c_proj
+    d = model.config.n_embd // model.config.n_head
+    kept = proj.weight.data.clone()
+    for head in heads:
+        proj.weight.data[head * d:(head + 1) * d] = 0
+    try:
+        with torch.no_grad():
+            return model(torch.as_tensor(token_ids)[None]).logits[0, -1].softmax(-1)
+    finally:
+        proj.weight.data = kept
+
+
 def build(family: Family, folder: Path, seed: int = 0) -> Path:
     """Save a random-weight model of ``family`` (weights spread wide) and the tokenizer."""
     config = AutoConfig.for_model(**{**COMMON, **family.config})

@@ -27,7 +27,7 @@ def _set_pair(keys: tuple[str, str], pair: tuple[str, str]) -> None:
 def prompts(run: Run) -> tuple[str, str]:
     """The clean and corrupt prompts: at first the page's prompt and one word of it swapped; the reader may type."""
     keys = per_run("patch_clean", run.id), per_run("patch_corrupt", run.id)  # afresh with each page prompt
-    suggestion = suggest_corrupt(model_of(run), run.prompt) if keys[1] not in st.session_state else None
+    suggestion = suggest_corrupt(model_of(run), run.prompt)  # the tokenizer only: cheap to derive on each run
     st.session_state.setdefault(keys[0], run.prompt[:MAX_CHARS])
     st.session_state.setdefault(keys[1], (suggestion.prompt if suggestion is not None else run.prompt)[:MAX_CHARS])
     clean_col, corrupt_col = st.columns(2)
@@ -35,15 +35,12 @@ def prompts(run: Run) -> tuple[str, str]:
     corrupt = corrupt_col.text_input("Corrupt prompt (same length, one detail changed)", key=keys[1],
                                      max_chars=MAX_CHARS)
     row = st.container(horizontal=True)
-    if suggestion is not None:
-        st.session_state[per_run("patch_suggested", run.id)] = (suggestion.original, suggestion.replacement)
-    swapped = st.session_state.get(per_run("patch_suggested", run.id))
-    if swapped is not None and corrupt != clean:
-        row.caption(md_escape(f"Suggested from the page's prompt: {swapped[0]} → {swapped[1]}, the same number of "
-                              "tokens. Type your own pair, or try the example."))
-    elif swapped is None:
+    if suggestion is None:
         row.caption("No word of a kind to swap was found in the page's prompt: type a corrupt prompt with the same "
                     "number of tokens and one detail changed, or try the example.")
+    elif corrupt != clean:
+        row.caption(md_escape(f"Suggested from the page's prompt: {suggestion.original} → {suggestion.replacement}, "
+                              "the same number of tokens. Type your own pair, or try the example."))
     row.button("Example pair: France / Italy", on_click=_set_pair, args=(keys, DEFAULT_PAIR),
                help="The capital of France is / The capital of Italy is")
     return clean, corrupt

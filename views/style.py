@@ -17,15 +17,15 @@ def _selector(suffix: str = "") -> str:
     return ", ".join(f".st-key-{key}{suffix}" for key in HEATMAPS)
 
 
-PHONE_CSS = """<style>
-@media (max-width: 640px) {
-  .modebar-container { display: none !important; }
-  .js-plotly-plot .gtitle { font-size: 14px !important; }
-  [data-testid="stTabs"] [role="tablist"] { flex-wrap: wrap !important; row-gap: 0.25rem; }
-  HEATMAPS_ { overflow-x: auto; }
-  FRAMES_ { min-width: 520px; }
-}
-</style>""".replace("HEATMAPS_", _selector()).replace("FRAMES_", _selector(" > div"))
+PHONE_CSS = f"""<style>
+@media (max-width: 640px) {{
+  .modebar-container {{ display: none !important; }}
+  .js-plotly-plot .gtitle {{ font-size: 14px !important; }}
+  [data-testid="stTabs"] [role="tablist"] {{ flex-wrap: wrap !important; row-gap: 0.25rem; }}
+  {_selector()} {{ overflow-x: auto; }}
+  {_selector(" > div")} {{ min-width: 520px; }}
+}}
+</style>"""
 
 LARGE_TYPE = """<style>
 html { font-size: 22px; }
